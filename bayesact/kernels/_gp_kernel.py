@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,9 @@ __all__ = ["InfiniteWidthKernel"]
 class InfiniteWidthKernel(Kernel):
     """Base of ``NNGPKernel`` and ``NTKKernel``; subclasses set ``_kernel_fn``.
 
-    Hyperparameters ``weight_std`` and ``bias_std`` have shape ``(*batch_shape, 1, 1)`` and positive
+    Hyperparameters ``weight_std`` and ``bias_std`` have shape ``(*batch_shape, 1, 1)`` (one std
+    shared by all Dense layers) or, with ``per_layer=True``, ``(*batch_shape, 1, depth + 1)`` (entry l
+    for Dense layer l: 0 the input layer, depth the readout, like an ARD lengthscale), with positive
     constraints; an activation module passed in is registered as a submodule, so its own trainable
     parameters are learned with them.
     """
@@ -33,14 +35,15 @@ class InfiniteWidthKernel(Kernel):
         activation: ActivationLike = "relu",
         depth: int = 3,
         *,
-        weight_std: float = 1.0,
-        bias_std: float = 0.1,
+        weight_std: float | Sequence[float] = 1.0,
+        bias_std: float | Sequence[float] = 0.1,
         weight_std_prior: Prior | None = None,
         bias_std_prior: Prior | None = None,
         weight_std_constraint: Interval | None = None,
         bias_std_constraint: Interval | None = None,
         quadrature_degree: int | None = None,
         fused: bool = False,
+        per_layer: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -51,12 +54,14 @@ class InfiniteWidthKernel(Kernel):
         self.depth = depth
         self.quadrature_degree = quadrature_degree
         self.fused = fused
+        self.per_layer = bool(per_layer)
+        layers = depth + 1 if self.per_layer else 1
         for name, init, prior, constraint in (
             ("weight_std", weight_std, weight_std_prior, weight_std_constraint),
             ("bias_std", bias_std, bias_std_prior, bias_std_constraint),
         ):
             self.register_parameter(
-                f"raw_{name}", nn.Parameter(torch.zeros(*self.batch_shape, 1, 1))
+                f"raw_{name}", nn.Parameter(torch.zeros(*self.batch_shape, 1, layers))
             )
             self.register_constraint(f"raw_{name}", Positive() if constraint is None else constraint)
             if prior is not None:
@@ -69,13 +74,28 @@ class InfiniteWidthKernel(Kernel):
             self._set(name, init)
 
     # ---------------------------------------------------------------- hyperparameters
-    def _set(self, name: str, value: float | Tensor) -> None:
+    def _set(self, name: str, value: float | Sequence[float] | Tensor) -> None:
         raw = getattr(self, f"raw_{name}")
+        if isinstance(value, list | tuple):
+            if not self.per_layer:
+                raise ValueError(f"{name}: a list/tuple of per-layer values needs per_layer=True")
+            if len(value) != self.depth + 1:
+                raise ValueError(
+                    f"{name} has {len(value)} entries; per-layer values need depth + 1 = "
+                    f"{self.depth + 1}"
+                )
+            value = torch.stack([torch.as_tensor(v, dtype=raw.dtype) for v in value]).to(raw.device)
         value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
         if not bool((value > 0).all()):
             raise ValueError(f"{name} must be > 0, got {value}")
         constraint = getattr(self, f"raw_{name}_constraint")
         self.initialize(**{f"raw_{name}": constraint.inverse_transform(value.expand_as(raw))})
+
+    def _layer_stds(self, std: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """(*batch_shape, 1, L) -> one (*batch_shape) tensor, or a tuple of depth + 1 of them."""
+        if self.per_layer:
+            return tuple(std[..., 0, layer] for layer in range(self.depth + 1))
+        return std[..., 0, 0]
 
     @property
     def weight_std(self) -> Tensor:
@@ -121,8 +141,8 @@ class InfiniteWidthKernel(Kernel):
             x2,
             activation=self.activation,
             depth=self.depth,
-            weight_std=self.weight_std[..., 0, 0],
-            bias_std=self.bias_std[..., 0, 0],
+            weight_std=self._layer_stds(self.weight_std),
+            bias_std=self._layer_stds(self.bias_std),
             diag=diag,
             quadrature_degree=self.quadrature_degree,
             fused=self.fused,

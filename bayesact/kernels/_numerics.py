@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["arccos", "arcsin", "correlation", "rho_margin", "safe_sqrt", "tiny"]
+__all__ = [
+    "arccos", "arcsin", "correlation", "correlation_from_roots", "rho_margin", "root_features",
+    "safe_sqrt", "tiny",
+]
 
 
 def tiny(dtype: torch.dtype) -> float:
@@ -25,6 +29,23 @@ def safe_sqrt(x: Tensor) -> Tensor:
     return torch.sqrt(torch.clamp(x, min=tiny(x.dtype)))
 
 
+def root_features(k: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-point features (√k, 1/√k) of variances k (..., n), each of shape (..., n, 1), so that the
+    pair maps get √(k11·k22) and ρ from multiplications only (no per-entry square root or division).
+    """
+    root = safe_sqrt(k)
+    return root.unsqueeze(-1), (1.0 / root).unsqueeze(-1)
+
+
+def correlation_from_roots(
+    k12: Tensor, features1: tuple[Tensor, ...], features2: tuple[Tensor, ...], margin: float
+) -> tuple[Tensor, Tensor]:
+    """``correlation`` from the ``root_features`` of both points: (√k11·√k22, clamped k12/√(k11k22))."""
+    scale = features1[0][..., 0] * features2[0][..., 0]
+    rho = torch.clamp(k12 * features1[1][..., 0] * features2[1][..., 0], -1.0 + margin, 1.0 - margin)
+    return scale, rho
+
+
 def correlation(k11: Tensor, k22: Tensor, k12: Tensor, margin: float) -> tuple[Tensor, Tensor]:
     """Return (√(k11·k22), ρ) with ρ = k12/√(k11·k22) clamped to [−1 + margin, 1 − margin].
 
@@ -37,30 +58,65 @@ def correlation(k11: Tensor, k22: Tensor, k12: Tensor, margin: float) -> tuple[T
     return scale, rho
 
 
-# Taylor coefficients of arcsin: arcsin(y) = Σ_k c_k y^{2k+1}, c_k = (2k)!/(4^k (k!)² (2k+1)).
-# On |y| ≤ ½ the first 24 terms leave a remainder below 1e-16 relative.
-_ASIN_COEFFS = [math.comb(2 * k, k) / (4**k * (2 * k + 1)) for k in range(24)]
+def _asin_tail_coefficients(degree: int) -> tuple[float, ...]:
+    """Power coefficients of R(z) ≈ (arcsin(√z)/√z − 1)/z on [0, ¼], a degree-``degree`` polynomial.
+
+    R is the Chebyshev interpolant (Chebyshev economization) of the Taylor series
+    R(z) = Σ_{k≥1} c_k z^{k−1}, c_k = (2k)!/(4^k (k!)² (2k+1)), summed to 60 terms (exact in float64
+    on [0, ¼]). Its singularity at z = 1 makes the Chebyshev coefficients fall like 13.9^{−j}, so
+    degree 12 reaches the float64 rounding level (arcsin within 1 ulp on [−½, ½]) where the Taylor
+    series needs about 24 terms; degree 6 suffices for float32.
+    """
+    taylor = [math.comb(2 * k, k) / (4**k * (2 * k + 1)) for k in range(1, 61)]
+
+    def tail(z: np.ndarray) -> np.ndarray:
+        acc = np.zeros_like(z)
+        for c in reversed(taylor):
+            acc = acc * z + c
+        return acc
+
+    fit = np.polynomial.Chebyshev.interpolate(tail, degree, domain=[0.0, 0.25])
+    power = fit.convert(kind=np.polynomial.Polynomial, domain=[0.0, 0.25], window=[0.0, 0.25])
+    return tuple(float(c) for c in power.coef)
 
 
-def _arcsin_small(y: Tensor) -> Tensor:
-    """arcsin(y) for |y| ≤ ½ by its Taylor series (Horner in y²): only multiply-adds."""
-    y2 = y * y
-    acc = torch.full_like(y, _ASIN_COEFFS[-1])
-    for c in reversed(_ASIN_COEFFS[:-1]):
-        acc = acc * y2 + c
-    return acc * y
+_ASIN_TAIL = {torch.float64: _asin_tail_coefficients(12), torch.float32: _asin_tail_coefficients(6)}
+
+
+def _asin_reduced(y: Tensor, z: Tensor) -> Tensor:
+    """arcsin(y) for |y| ≤ ½ given z = y², as y + y·z·R(z): one short Horner loop of multiply-adds."""
+    coeffs = _ASIN_TAIL.get(y.dtype, _ASIN_TAIL[torch.float64])
+    acc = coeffs[-1] * z + coeffs[-2]
+    for c in reversed(coeffs[:-2]):
+        acc = acc * z + c
+    return y + y * z * acc
+
+
+def _reduce(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(p, large, x) with p = arcsin(y) for the reduced argument y of x ∈ [−1, 1].
+
+    |x| ≤ ½: y = x; |x| > ½ ("large"): y = √((1 − |x|)/2) = sin(arccos(|x|)/2) ∈ [0, ½]. Both cases
+    share one polynomial evaluation and one square root (no branch is evaluated twice).
+    """
+    a = x.abs()
+    large = a > 0.5
+    z = torch.where(large, (1.0 - a) * 0.5, x * x)
+    y = torch.where(large, torch.sqrt(z), x)
+    return _asin_reduced(y, z), large, x
 
 
 def _arcsin_poly(x: Tensor) -> Tensor:
-    """arcsin on [−1, 1] from multiply-adds and one square root (vectorises when compiled).
+    """arcsin on [−1, 1] from multiply-adds and one square root: arcsin|x| = π/2 − 2·arcsin(y) for
+    |x| > ½ (vectorises when compiled, where float64 libm calls do not)."""
+    p, large, x = _reduce(x)
+    return torch.where(large, torch.copysign(math.pi / 2 - 2.0 * p, x), p)
 
-    |x| ≤ ½: the series directly; |x| > ½: arcsin|x| = π/2 − 2·arcsin(√((1 − |x|)/2)).
-    """
-    a = x.abs()
-    small = _arcsin_small(torch.clamp(x, -0.5, 0.5))
-    half = torch.sqrt(torch.clamp((1.0 - a) * 0.5, min=0.0))
-    large = torch.copysign(math.pi / 2 - 2.0 * _arcsin_small(torch.clamp(half, max=0.5)), x)
-    return torch.where(a <= 0.5, small, large)
+
+def _arccos_poly(x: Tensor) -> Tensor:
+    """arccos on [−1, 1] like ``_arcsin_poly``: 2·arcsin(y) for x > ½ (relative accuracy as θ → 0),
+    π − 2·arcsin(y) for x < −½, π/2 − arcsin(x) in between."""
+    p, large, x = _reduce(x)
+    return torch.where(large, torch.where(x > 0, 2.0 * p, math.pi - 2.0 * p), math.pi / 2 - p)
 
 
 def arcsin(x: Tensor) -> Tensor:
@@ -71,7 +127,7 @@ def arcsin(x: Tensor) -> Tensor:
 
 
 def arccos(x: Tensor) -> Tensor:
-    """arccos = π/2 − arcsin (compiled: the vectorising form of ``arcsin``)."""
+    """arccos; inside ``torch.compile`` the vectorising form ``_arccos_poly``."""
     if torch.compiler.is_compiling():
-        return math.pi / 2 - _arcsin_poly(x)
+        return _arccos_poly(x)
     return torch.arccos(x)

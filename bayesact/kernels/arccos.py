@@ -26,7 +26,14 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from bayesact.kernels._numerics import arccos, correlation, rho_margin, safe_sqrt
+from bayesact.kernels._numerics import (
+    arccos,
+    correlation,
+    correlation_from_roots,
+    rho_margin,
+    root_features,
+    safe_sqrt,
+)
 from bayesact.kernels.dual import DualActivation, PointData
 
 __all__ = ["ABReLUDual", "RectifiedPolynomialDual"]
@@ -216,9 +223,12 @@ class ABReLUDual(DualActivation):
         features2: tuple[Tensor, ...],
         with_ntk: bool,
     ) -> tuple[Tensor, Tensor | None]:
-        scale, rho = correlation(k11, k22, k12, rho_margin(k12.dtype))
+        if features1 and features2:  # √k and 1/√k per point: no per-entry root or division
+            scale, rho = correlation_from_roots(k12, features1, features2, rho_margin(k12.dtype))
+        else:
+            scale, rho = correlation(k11, k22, k12, rho_margin(k12.dtype))
         return self._maps(scale, k12, rho, arccos(rho), with_ntk)
 
     def point_data(self, k: Tensor, with_ntk: bool) -> PointData:
         t, t_dot = self._maps(k, k, 1.0, 0.0, with_ntk)  # ρ = 1, θ = 0: T = (a² + b²)k/2
-        return PointData(diag=t, diag_dot=t_dot)
+        return PointData(diag=t, diag_dot=t_dot, features=root_features(k))

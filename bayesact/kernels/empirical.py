@@ -11,6 +11,9 @@ W^l, β^l ~ N(0, 1), h^0 = x (n_0 = d), h^l = φ(z^l).
   Σ_l ⟨g^{l+1}(x), g^{l+1}(x')⟩·(W_std²·⟨h^l(x), h^l(x')⟩/n_l + b_std²) + the readout term, with
   g^l = ∂f/∂z^l from the backward recursion g^l = φ'(z^l) ⊙ (W_std/√n_l)·W^lᵀ g^{l+1}.
 
+With per-layer stds (a list/tuple of depth + 1), Dense layer l uses W_std,l and b_std,l in place of
+W_std and b_std in every formula above (layer depth is the readout).
+
 Both converge to the analytic kernels as width → ∞ ("Deep Neural Networks as Gaussian Processes",
 Lee et al., ICLR 2018; "Neural Tangent Kernel", Jacot et al., NeurIPS 2018). The estimates are
 detached (no gradients).
@@ -28,7 +31,7 @@ from torch import Tensor
 from bayesact import activations as A
 from bayesact.kernels._quadrature import values_and_slopes
 from bayesact.kernels.dual import DualActivation
-from bayesact.kernels.recursion import Std, _check_inputs, _variances
+from bayesact.kernels.recursion import LayerStd, _check_inputs, _variances
 from bayesact.kernels.resolve import ActivationLike, dual_activation
 
 __all__ = ["empirical_nngp", "empirical_nngp_ntk", "empirical_ntk"]
@@ -71,8 +74,8 @@ def _empirical(
     x2: Tensor | None,
     activation: ActivationLike,
     depth: int,
-    weight_std: Std,
-    bias_std: Std,
+    weight_std: LayerStd,
+    bias_std: LayerStd,
     width: int,
     n_networks: int,
     seed: int,
@@ -85,10 +88,10 @@ def _empirical(
         if x is not None and x.dim() != 2:
             raise ValueError(f"{name} must have shape (n, d) for Monte Carlo, got {tuple(x.shape)}")
     phi = _activation_function(activation)
-    w2, b2 = _variances(weight_std, bias_std, x1)
-    if w2.dim() or b2.dim():
+    w2, b2 = _variances(weight_std, bias_std, x1, depth)
+    if any(v.dim() for v in (*w2, *b2)):
         raise ValueError("weight_std and bias_std must be scalars for Monte Carlo estimates")
-    w, b = w2.sqrt(), b2.sqrt()
+    w, b = [v.sqrt() for v in w2], [v.sqrt() for v in b2]
     n1 = x1.shape[0]
     x = x1 if x2 is None else torch.cat([x1, x2], dim=0)
     dtype, device = x.dtype, x.device
@@ -110,28 +113,30 @@ def _empirical(
         gens = [torch.Generator(device=device).manual_seed(s) for s in seeds[done : done + batch]]
         h = x.expand(batch, *x.shape)
         inputs, slopes, weights = [h], [], []
-        for _ in range(depth):
+        for layer in range(depth):
             fan_in = h.shape[-1]
             weight = normal(gens, fan_in, width)
-            z = (w / math.sqrt(fan_in)) * (h @ weight) + b * normal(gens, 1, width)
+            z = (w[layer] / math.sqrt(fan_in)) * (h @ weight) + b[layer] * normal(gens, 1, width)
             h, slope = values_and_slopes(phi, z, with_ntk)
             inputs.append(h)
             slopes.append(slope)
             weights.append(weight)
-        gram = w2 * (h @ h.transpose(-1, -2)) / h.shape[-1] + b2
+        gram = w2[depth] * (h @ h.transpose(-1, -2)) / h.shape[-1] + b2[depth]
         nngp_sum += gram.sum(0)
         if with_ntk:
             theta = gram.clone()
             if depth:
                 readout = normal(gens, 1, h.shape[-1])
-                g = (w / math.sqrt(h.shape[-1])) * readout * slopes[-1]
+                g = (w[depth] / math.sqrt(h.shape[-1])) * readout * slopes[-1]
                 for layer in range(depth - 1, -1, -1):
                     h_in = inputs[layer]
                     theta += (g @ g.transpose(-1, -2)) * (
-                        w2 * (h_in @ h_in.transpose(-1, -2)) / h_in.shape[-1] + b2
+                        w2[layer] * (h_in @ h_in.transpose(-1, -2)) / h_in.shape[-1] + b2[layer]
                     )
                     if layer:
-                        back = (w / math.sqrt(h_in.shape[-1])) * (g @ weights[layer].transpose(-1, -2))
+                        back = (w[layer] / math.sqrt(h_in.shape[-1])) * (
+                            g @ weights[layer].transpose(-1, -2)
+                        )
                         g = slopes[layer - 1] * back
             ntk_sum += theta.sum(0)
         done += batch
@@ -149,8 +154,8 @@ def empirical_nngp(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: Std = 1.0,
-    bias_std: Std = 0.0,
+    weight_std: LayerStd = 1.0,
+    bias_std: LayerStd = 0.0,
     width: int = 512,
     n_networks: int = 200,
     seed: int = 0,
@@ -167,8 +172,9 @@ def empirical_nngp(
         x2: inputs (m, d); ``None`` means x1.
         activation: as for :func:`bayesact.kernels.nngp` (a registry name runs the registry module).
         depth: number of hidden layers.
-        weight_std: W_std (> 0).
-        bias_std: b_std (≥ 0).
+        weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
+            for Dense layer l: 0 the input layer, depth the readout).
+        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
         width: hidden width of every layer.
         n_networks: number of independent networks averaged.
         seed: seed of the weights' generator (same seed, same estimate).
@@ -190,8 +196,8 @@ def empirical_ntk(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: Std = 1.0,
-    bias_std: Std = 0.0,
+    weight_std: LayerStd = 1.0,
+    bias_std: LayerStd = 0.0,
     width: int = 512,
     n_networks: int = 200,
     seed: int = 0,
@@ -208,8 +214,9 @@ def empirical_ntk(
         x2: inputs (m, d); ``None`` means x1.
         activation: as for :func:`bayesact.kernels.nngp` (a registry name runs the registry module).
         depth: number of hidden layers.
-        weight_std: W_std (> 0).
-        bias_std: b_std (≥ 0).
+        weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
+            for Dense layer l: 0 the input layer, depth the readout).
+        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
         width: hidden width of every layer.
         n_networks: number of independent networks averaged.
         seed: seed of the weights' generator (same seed, same estimate).
@@ -232,8 +239,8 @@ def empirical_nngp_ntk(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: Std = 1.0,
-    bias_std: Std = 0.0,
+    weight_std: LayerStd = 1.0,
+    bias_std: LayerStd = 0.0,
     width: int = 512,
     n_networks: int = 200,
     seed: int = 0,
@@ -246,8 +253,9 @@ def empirical_nngp_ntk(
         x2: inputs (m, d); ``None`` means x1.
         activation: as for :func:`bayesact.kernels.nngp` (a registry name runs the registry module).
         depth: number of hidden layers.
-        weight_std: W_std (> 0).
-        bias_std: b_std (≥ 0).
+        weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
+            for Dense layer l: 0 the input layer, depth the readout).
+        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
         width: hidden width of every layer.
         n_networks: number of independent networks averaged.
         seed: seed of the weights' generator (same seed, same estimate).

@@ -11,6 +11,8 @@ Networks in Python", Novak et al., ICLR 2020):
 with Λ^l = [[K^l(x,x), K^l(x,x')], [K^l(x,x'), K^l(x',x')]] ("Deep Neural Networks as Gaussian
 Processes", Lee et al., ICLR 2018; "Neural Tangent Kernel", Jacot, Gabriel & Hongler, NeurIPS 2018).
 ``depth`` counts hidden layers; the readout layer is included, so depth = 0 is the linear kernel K⁰.
+Per-layer stds (lists of depth + 1) put W_std,0, b_std,0 in K⁰ and W_std,l+1, b_std,l+1 in layer
+l + 1 of the recursion (entry depth is the readout).
 
 The diagonals K^l(x, x) are run first with the exact one-point maps. Given them, every off-diagonal
 entry follows its own scalar recursion, so the n × m matrix is computed in row blocks under a memory
@@ -21,7 +23,7 @@ bound (identical to one block) and, with ``fused=True``, each block runs all lay
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +39,8 @@ __all__ = ["DEFAULT_BLOCK_BYTES", "nngp", "nngp_ntk", "ntk"]
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 
 Std = float | Tensor
+#: one std shared by every Dense layer, or a list/tuple of depth + 1 per-layer stds
+LayerStd = Std | Sequence[Std]
 
 
 @dataclass
@@ -60,6 +64,25 @@ def _check_std(value: Std, name: str, x: Tensor, allow_zero: bool) -> Tensor:
         need = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {need}, got {value}")
     return t
+
+
+def _layer_variances(value: LayerStd, name: str, x: Tensor, depth: int, allow_zero: bool) -> list[Tensor]:
+    """[std_l²] for the Dense layers l = 0..depth (0: the input layer, depth: the readout)."""
+    if isinstance(value, list | tuple):
+        if len(value) != depth + 1:
+            raise ValueError(
+                f"{name} has {len(value)} entries; a per-layer {name} needs depth + 1 = {depth + 1} "
+                "(input layer first, readout last)"
+            )
+        stds = [_check_std(v, f"{name}[{i}]", x, allow_zero) for i, v in enumerate(value)]
+        return [s * s for s in stds]
+    if isinstance(value, str) or not isinstance(value, int | float | Tensor):
+        raise TypeError(
+            f"{name} must be a float, a tensor, or a list/tuple of depth + 1 of them, got "
+            f"{type(value).__name__}"
+        )
+    std = _check_std(value, name, x, allow_zero)
+    return [std * std] * (depth + 1)
 
 
 def _check_inputs(x1: Tensor, x2: Tensor | None, depth: int, diag: bool) -> None:
@@ -98,19 +121,24 @@ def _check_inputs(x1: Tensor, x2: Tensor | None, depth: int, diag: bool) -> None
 
 
 def _point_layers(
-    x: Tensor, dual: DualActivation, w2: Tensor, b2: Tensor, depth: int, with_ntk: bool
+    x: Tensor,
+    dual: DualActivation,
+    w2: list[Tensor],
+    b2: list[Tensor],
+    depth: int,
+    with_ntk: bool,
 ) -> _PointLayers:
-    w2v, b2v = w2.unsqueeze(-1), b2.unsqueeze(-1)
-    k = w2v * (x * x).sum(-1) / x.shape[-1] + b2v
+    w2v, b2v = [w.unsqueeze(-1) for w in w2], [b.unsqueeze(-1) for b in b2]
+    k = w2v[0] * (x * x).sum(-1) / x.shape[-1] + b2v[0]
     theta = k if with_ntk else None
     variances, data = [], []
-    for _ in range(depth):
+    for layer in range(1, depth + 1):
         point = dual.point_data(k, with_ntk)
         variances.append(k)
         data.append(point)
-        k = w2v * point.diag + b2v
+        k = w2v[layer] * point.diag + b2v[layer]
         if with_ntk:
-            theta = k + w2v * point.diag_dot * theta
+            theta = k + w2v[layer] * point.diag_dot * theta
     return _PointLayers(variances, data, k, theta)
 
 
@@ -118,18 +146,18 @@ def _layers(
     k12: Tensor,
     rows: list[tuple[Tensor, tuple[Tensor, ...]]],
     cols: list[tuple[Tensor, tuple[Tensor, ...]]],
-    w2: Tensor,
-    b2: Tensor,
+    w2: list[Tensor],
+    b2: list[Tensor],
     dual: DualActivation,
     with_ntk: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The entrywise recursion over all layers (one block of entries)."""
+    """The entrywise recursion over the hidden layers (one block of entries); w2[l], b2[l] for l ≥ 1."""
     theta = k12 if with_ntk else None
-    for (k11, f1), (k22, f2) in zip(rows, cols, strict=True):
+    for layer, ((k11, f1), (k22, f2)) in enumerate(zip(rows, cols, strict=True), start=1):
         t, t_dot = dual.pair(k11, k22, k12, f1, f2, with_ntk)
-        k12 = w2 * t + b2
+        k12 = w2[layer] * t + b2[layer]
         if with_ntk:
-            theta = k12 + w2 * t_dot * theta
+            theta = k12 + w2[layer] * t_dot * theta
     return k12, theta
 
 
@@ -144,7 +172,9 @@ def _fused_layers() -> Callable[..., tuple[Tensor, Tensor | None]]:
         def run(*args: object) -> tuple[Tensor, Tensor | None]:
             # one graph per (dual type, dtype, depth, NNGP/NTK, ...): more than dynamo's default
             # of 8 per function, after which it would silently fall back to eager
-            with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096):
+            with torch._dynamo.config.patch(
+                recompile_limit=512, accumulated_recompile_limit=4096, specialize_float=True
+            ):
                 return compiled(*args)
 
         _compiled_layers = run
@@ -159,10 +189,13 @@ def _block_rows(n: int, m: int, batch: int, dual: DualActivation, itemsize: int,
     return max(1, min(n, rows))
 
 
-def _variances(weight_std: Std, bias_std: Std, x1: Tensor) -> tuple[Tensor, Tensor]:
-    w = _check_std(weight_std, "weight_std", x1, allow_zero=False)
-    b = _check_std(bias_std, "bias_std", x1, allow_zero=True)
-    return w * w, b * b
+def _variances(
+    weight_std: LayerStd, bias_std: LayerStd, x1: Tensor, depth: int
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Per-layer (W_std², b_std²) for the Dense layers 0..depth, validated."""
+    w2 = _layer_variances(weight_std, "weight_std", x1, depth, allow_zero=False)
+    b2 = _layer_variances(bias_std, "bias_std", x1, depth, allow_zero=True)
+    return w2, b2
 
 
 def _evaluate(
@@ -170,8 +203,8 @@ def _evaluate(
     x2: Tensor | None,
     activation: ActivationLike,
     depth: int,
-    weight_std: Std,
-    bias_std: Std,
+    weight_std: LayerStd,
+    bias_std: LayerStd,
     diag: bool,
     with_ntk: bool,
     quadrature_degree: int | None,
@@ -182,7 +215,7 @@ def _evaluate(
     if block_bytes is not None and (isinstance(block_bytes, bool) or block_bytes < 1):
         raise ValueError(f"block_bytes must be a positive integer, got {block_bytes!r}")
     dual = dual_activation(activation, quadrature_degree=quadrature_degree)
-    w2, b2 = _variances(weight_std, bias_std, x1)
+    w2, b2 = _variances(weight_std, bias_std, x1, depth)
     symmetric = x2 is None or x2 is x1 or (x2.shape == x1.shape and torch.equal(x1, x2))
     points1 = _point_layers(x1, dual, w2, b2, depth, with_ntk)
     if diag and symmetric:
@@ -193,25 +226,28 @@ def _evaluate(
     layers = _fused_layers() if fused and dual.fusable else _layers
 
     if diag:  # paired rows, no matrix
-        k12 = w2.unsqueeze(-1) * (x1 * x2).sum(-1) / d + b2.unsqueeze(-1)
+        w2v, b2v = [w.unsqueeze(-1) for w in w2], [b.unsqueeze(-1) for b in b2]
+        k12 = w2v[0] * (x1 * x2).sum(-1) / d + b2v[0]
         rows = [(k, p.features) for k, p in zip(points1.variances, points1.data, strict=True)]
         cols = [(k, p.features) for k, p in zip(points2.variances, points2.data, strict=True)]
-        return layers(k12, rows, cols, w2.unsqueeze(-1), b2.unsqueeze(-1), dual, with_ntk)
+        return layers(k12, rows, cols, w2v, b2v, dual, with_ntk)
 
-    w2m, b2m = w2[..., None, None], b2[..., None, None]
+    w2m, b2m = [w[..., None, None] for w in w2], [b[..., None, None] for b in b2]
     cols = [
         (k.unsqueeze(-2), tuple(f.unsqueeze(-3) for f in p.features))
         for k, p in zip(points2.variances, points2.data, strict=True)
     ]
     n, m = x1.shape[-2], x2.shape[-2]
-    batch_shape = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2], w2.shape, b2.shape)
+    batch_shape = torch.broadcast_shapes(
+        x1.shape[:-2], x2.shape[:-2], *(w.shape for w in w2), *(b.shape for b in b2)
+    )
     step = _block_rows(
         n, m, math.prod(batch_shape), dual, x1.element_size(), block_bytes or DEFAULT_BLOCK_BYTES
     )
     x2t = x2.transpose(-1, -2)
 
     def block(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
-        k12 = w2m * (x1[..., start:stop, :] @ x2t) / d + b2m
+        k12 = w2m[0] * (x1[..., start:stop, :] @ x2t) / d + b2m[0]
         rows = [
             (k[..., start:stop].unsqueeze(-1), tuple(f[..., start:stop, None, :] for f in p.features))
             for k, p in zip(points1.variances, points1.data, strict=True)
@@ -246,8 +282,8 @@ def nngp(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: Std = 1.0,
-    bias_std: Std = 0.0,
+    weight_std: LayerStd = 1.0,
+    bias_std: LayerStd = 0.0,
     diag: bool = False,
     quadrature_degree: int | None = None,
     fused: bool = False,
@@ -265,8 +301,10 @@ def nngp(
             ``bayesact.activations.get(...)`` (its parameters receive gradients), a
             ``DualActivation``, or any elementwise callable (evaluated by Hermite quadrature).
         depth: number of hidden layers (≥ 0); the readout layer is included.
-        weight_std: W_std (> 0), a float or a tensor broadcasting with the batch shape.
-        bias_std: b_std (≥ 0), a float or a tensor broadcasting with the batch shape.
+        weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
+            all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
+            (entry 0 the input layer, entry depth the readout).
+        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
         diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
@@ -275,7 +313,8 @@ def nngp(
 
     Raises:
         ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,
-            non-finite inputs, or an activation that is not elementwise.
+            a per-layer std sequence whose length is not depth + 1, non-finite inputs, or an
+            activation that is not elementwise.
         TypeError: arguments of the wrong type.
 
     Returns:
@@ -294,8 +333,8 @@ def ntk(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: Std = 1.0,
-    bias_std: Std = 0.0,
+    weight_std: LayerStd = 1.0,
+    bias_std: LayerStd = 0.0,
     diag: bool = False,
     quadrature_degree: int | None = None,
     fused: bool = False,
@@ -313,8 +352,10 @@ def ntk(
             ``bayesact.activations.get(...)`` (its parameters receive gradients), a
             ``DualActivation``, or any elementwise callable (evaluated by Hermite quadrature).
         depth: number of hidden layers (≥ 0); the readout layer is included.
-        weight_std: W_std (> 0), a float or a tensor broadcasting with the batch shape.
-        bias_std: b_std (≥ 0), a float or a tensor broadcasting with the batch shape.
+        weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
+            all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
+            (entry 0 the input layer, entry depth the readout).
+        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
         diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
@@ -323,7 +364,8 @@ def ntk(
 
     Raises:
         ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,
-            non-finite inputs, or an activation that is not elementwise.
+            a per-layer std sequence whose length is not depth + 1, non-finite inputs, or an
+            activation that is not elementwise.
         TypeError: arguments of the wrong type.
 
     Returns:
@@ -343,8 +385,8 @@ def nngp_ntk(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: Std = 1.0,
-    bias_std: Std = 0.0,
+    weight_std: LayerStd = 1.0,
+    bias_std: LayerStd = 0.0,
     diag: bool = False,
     quadrature_degree: int | None = None,
     fused: bool = False,
@@ -358,8 +400,10 @@ def nngp_ntk(
             ``bayesact.activations.get(...)`` (its parameters receive gradients), a
             ``DualActivation``, or any elementwise callable (evaluated by Hermite quadrature).
         depth: number of hidden layers (≥ 0); the readout layer is included.
-        weight_std: W_std (> 0), a float or a tensor broadcasting with the batch shape.
-        bias_std: b_std (≥ 0), a float or a tensor broadcasting with the batch shape.
+        weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
+            all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
+            (entry 0 the input layer, entry depth the readout).
+        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
         diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
@@ -368,7 +412,8 @@ def nngp_ntk(
 
     Raises:
         ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,
-            non-finite inputs, or an activation that is not elementwise.
+            a per-layer std sequence whose length is not depth + 1, non-finite inputs, or an
+            activation that is not elementwise.
         TypeError: arguments of the wrong type.
 
     Returns:
