@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from pyro import poutine
 
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.replay import replay_sites
@@ -35,8 +36,10 @@ def predictive(
         model_kwargs: keyword arguments of the model (default: those of the MCMC run).
 
     Returns:
-        Observed site name -> samples shaped (chain, draw, ...). They are also stored in
-        ``posterior.posterior_predictive`` and so appear in ``posterior.to_arviz()``.
+        Site name -> samples shaped (chain, draw, ...) for every observed site (a fresh
+        y_rep) and every ``pyro.deterministic`` site (e.g. a BNN's network outputs ``f`` at the
+        new inputs). They are also stored in ``posterior.posterior_predictive`` and so appear in
+        ``posterior.to_arviz()``, where ArviZ computes R-hat and ESS on them.
     """
     if not isinstance(posterior, Posterior):
         raise TypeError(f"posterior must be a bayesact.infer.Posterior, got {type(posterior).__name__}")
@@ -45,10 +48,14 @@ def predictive(
     if not args:
         args = posterior.args
     kwargs = posterior.kwargs if model_kwargs is None else model_kwargs
-    latent = {k: v for k, v in posterior.samples.items()}
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        out = replay_sites(model, args, kwargs, latent, sample_observed=True)["predictive"]
+        # deterministic sites are recomputed at the new inputs, not conditioned on
+        nodes = poutine.trace(model).get_trace(*args, **kwargs).nodes
+        derived = {name for name, site in nodes.items() if site.get("infer", {}).get("_deterministic")}
+        latent = {k: v for k, v in posterior.samples.items() if k not in derived}
+        sites = replay_sites(model, args, kwargs, latent, sample_observed=True)
+    out = {**sites["deterministic"], **sites["predictive"]}
     posterior.posterior_predictive.update(out)
     return out

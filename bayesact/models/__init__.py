@@ -1,1 +1,5 @@
-"""bayesact.models (see the package docs)."""
+"""Pyro models: Bayesian neural networks (more models arrive with later issues)."""
+
+from .bnn import BNN
+
+__all__ = ["BNN"]

@@ -1,0 +1,255 @@
+"""Functional-prior fitting: tune a BNN's weight prior so that its functions look like a target's.
+
+"All You Need is a Good Functional Prior for Bayesian Deep Learning" (Tran, Rossi, Milios,
+Filippone, JMLR 2022): minimise over the prior's hyperparameters ψ the Wasserstein-1 distance
+between the BNN's function-space prior and a target (e.g. a GP) at random measurement points,
+estimated by a Lipschitz critic re-trained at every outer step (Adagrad inner loop, RMSprop outer
+loop). ``method="nngp"`` instead matches the BNN's own infinite-width (NNGP) kernel to the target's
+covariance at the measurement points, which needs no critic.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import trange
+
+from .base import WeightPrior
+from .gaussian import GaussianPrior
+from .hierarchical import HierarchicalPrior
+from .nngp_matching import bnn_nngp, relative_frobenius, target_covariance
+from .wasserstein import critic_gap, slope_estimate, train_critic
+
+METHODS = ("wasserstein", "nngp")
+_PRIOR_CLASSES: dict[str, type[WeightPrior]] = {
+    "GaussianPrior": GaussianPrior,
+    "HierarchicalPrior": HierarchicalPrior,
+}
+
+
+@dataclass
+class FittedPrior:
+    """The outcome of :func:`fit_functional_prior`: the tuned prior and its distance history.
+
+    Pass it to ``BNN(prior=fitted)``. ``history`` holds the distance estimate of every outer
+    iteration (W1 for "wasserstein", relative Frobenius kernel error for "nngp").
+    """
+
+    prior: WeightPrior
+    history: list[float] = field(default_factory=list)
+    method: str = "wasserstein"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_iters(self) -> int:
+        """Completed outer iterations."""
+        return len(self.history)
+
+    def save(self, path: str | Path) -> None:
+        """Save the prior's hyperparameters, the history and the settings (a torch file)."""
+        torch.save(self._state(), Path(path))
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "prior_class": type(self.prior).__name__,
+            "num_layers": self.prior.num_layers,
+            "prior_state": {k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
+            "history": list(self.history),
+            "method": self.method,
+            "settings": dict(self.settings),
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> FittedPrior:
+        """A :class:`FittedPrior` saved by :meth:`save`."""
+        state = torch.load(Path(path), weights_only=True)
+        return cls._from_state(state)
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> FittedPrior:
+        prior_class = _PRIOR_CLASSES.get(state["prior_class"])
+        if prior_class is None:
+            raise ValueError(f"unknown prior class {state['prior_class']!r} in the saved file")
+        prior = prior_class(state["num_layers"])
+        prior.load_state_dict(state["prior_state"])
+        return cls(prior, list(state["history"]), state["method"], dict(state["settings"]))
+
+
+def _check_arguments(bnn: Any, target: Any, x_measure: Any, num_functions: int, method: str) -> None:
+    if not hasattr(bnn, "sample_functions") or not isinstance(getattr(bnn, "prior", None), WeightPrior):
+        raise ValueError("'bnn' must be a bayesact.models.BNN (sample_functions and a WeightPrior .prior)")
+    if not callable(getattr(target, "sample_functions", None)):
+        raise ValueError(
+            "'target' must have a sample_functions(x, n) method (e.g. bayesact.priors.GPPrior(kernel))"
+        )
+    if not (isinstance(x_measure, Tensor) or callable(x_measure)):
+        raise ValueError("'x_measure' must be a tensor (M, in_dim) or a callable returning one")
+    if isinstance(num_functions, bool) or not isinstance(num_functions, int) or num_functions < 2:
+        raise ValueError(f"'num_functions' must be an int >= 2, got {num_functions!r}")
+    if method not in METHODS:
+        raise ValueError(f"'method' must be one of {METHODS}, got {method!r}")
+
+
+def _measurement_points(x_measure: Tensor | Callable[[], Tensor], in_dim: int) -> Tensor:
+    points = x_measure() if callable(x_measure) and not isinstance(x_measure, Tensor) else x_measure
+    if not isinstance(points, Tensor) or points.dim() != 2 or points.shape[1] != in_dim:
+        shape = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
+        raise ValueError(f"'x_measure' must give points of shape (M, {in_dim}), got {shape}")
+    if points.shape[0] < 2:
+        raise ValueError("'x_measure' must give at least 2 points")
+    return points
+
+
+def _wasserstein_loss(
+    bnn: Any, target: Any, points: Tensor, n: int, settings: dict[str, Any], cache: dict[str, Any]
+) -> Tensor:
+    """W1 estimate: a critic trained on one bag of functions, evaluated on a fresh bag."""
+    with torch.no_grad():
+        train_bnn = bnn.sample_functions(points, n)
+        train_target = target.sample_functions(points, n).to(points.dtype)
+    critic = train_critic(
+        train_bnn,
+        train_target,
+        steps=settings["critic_steps"],
+        lr=settings["critic_lr"],
+        penalty=settings["penalty"],
+        grad_tol=settings["critic_grad_tol"],
+    )
+    with torch.no_grad():
+        f_target = target.sample_functions(points, n).to(points.dtype)
+    f_bnn = bnn.sample_functions(points, n)
+    return critic_gap(critic, f_bnn, f_target) / slope_estimate(critic, f_bnn, f_target)
+
+
+def _nngp_loss(
+    bnn: Any, target: Any, points: Tensor, n: int, settings: dict[str, Any], cache: dict[str, Any]
+) -> Tensor:
+    """Relative Frobenius error of the BNN's NNGP kernel against the target covariance.
+
+    A target known only through samples at fixed measurement points gets as covariance the
+    running mean of the estimates of all iterations so far, so its error keeps shrinking instead
+    of staying at the level of one bag of n functions.
+    """
+    covariance = target_covariance(target, points, n)
+    if not callable(getattr(target, "covariance", None)):
+        if cache.get("points") is not points:
+            cache.update(points=points, count=0, covariance=None)
+        count, previous = cache["count"], cache["covariance"]
+        if previous is not None:
+            covariance = (previous * count + covariance) / (count + 1)
+        cache.update(count=count + 1, covariance=covariance)
+    return relative_frobenius(bnn_nngp(bnn, points), covariance)
+
+
+_LOSSES = {"wasserstein": _wasserstein_loss, "nngp": _nngp_loss}
+
+
+def fit_functional_prior(
+    bnn: Any,
+    target: Any,
+    x_measure: Tensor | Callable[[], Tensor],
+    *,
+    num_functions: int = 128,
+    num_iters: int = 200,
+    method: str = "wasserstein",
+    lr: float = 0.05,
+    critic_steps: int = 200,
+    critic_lr: float = 0.02,
+    penalty: float = 10.0,
+    critic_grad_tol: float | None = None,
+    progress: bool = True,
+    seed: int | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 10,
+    resume: bool = False,
+) -> FittedPrior:
+    """Tune ``bnn.prior`` so that the BNN's prior functions match ``target``'s (Tran et al., 2022).
+
+    Each outer iteration draws measurement points (``x_measure`` itself, or a fresh set from the
+    callable), ``num_functions`` target functions and ``num_functions`` BNN functions (one weight draw
+    each, reparameterised), then:
+
+    - ``method="wasserstein"``: trains a fresh Lipschitz critic (``critic_steps`` Adagrad steps at
+      ``critic_lr``, one-sided gradient penalty ``penalty``) on one bag of functions, evaluates its
+      W1 estimate E_bnn[φ] - E_target[φ] on a fresh bag, and takes one RMSprop step (``lr``) on the
+      prior's hyperparameters against it;
+    - ``method="nngp"``: takes one RMSprop step on the squared relative Frobenius error between the
+      BNN's NNGP kernel (exact, from :mod:`bayesact.kernels`) and the target's covariance at the
+      points (exact when the target has ``covariance(x)``, else estimated from its samples).
+
+    Shows a progress bar; Ctrl-C returns the prior fitted so far (with a warning). With
+    ``checkpoint``, the state is saved every ``checkpoint_every`` iterations and on interruption;
+    ``resume=True`` continues from that file up to ``num_iters`` iterations in total.
+
+    Returns:
+        A :class:`FittedPrior` (the same prior object as ``bnn.prior``, now tuned).
+
+    Raises:
+        ValueError: a target without ``sample_functions``, measurement points of the wrong shape,
+            ``num_functions < 2``, an unknown method, or ``method="nngp"`` with a non-Gaussian prior.
+    """
+    _check_arguments(bnn, target, x_measure, num_functions, method)
+    settings = {
+        "num_functions": num_functions, "lr": lr, "critic_steps": critic_steps, "critic_lr": critic_lr,
+        "penalty": penalty, "critic_grad_tol": critic_grad_tol, "seed": seed,
+    }  # fmt: skip
+    if method == "nngp" and not isinstance(bnn.prior, GaussianPrior):
+        raise ValueError(
+            "method='nngp' needs a GaussianPrior (a hierarchical prior's functions are not a GP)"
+        )
+    prior: WeightPrior = bnn.prior
+    optimizer = torch.optim.RMSprop(prior.parameters(), lr=lr)
+    fitted = FittedPrior(prior, [], method, settings)
+    path = Path(checkpoint) if checkpoint is not None else None
+    rng_state = None
+    if resume:
+        if path is None or not path.exists():
+            raise ValueError("'resume=True' needs an existing 'checkpoint' file")
+        saved = torch.load(path, weights_only=True)
+        prior.load_state_dict(saved["fitted"]["prior_state"])
+        fitted.history = list(saved["fitted"]["history"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng_state = saved["rng_state"]
+
+    def save() -> None:
+        if path is not None:
+            state = {"fitted": fitted._state(), "optimizer": optimizer.state_dict(),
+                     "rng_state": torch.get_rng_state()}  # fmt: skip
+            torch.save(state, path)
+
+    loss_fn = _LOSSES[method]
+    cache: dict[str, Any] = {}
+    with torch.random.fork_rng(devices=[]):
+        if rng_state is not None:
+            torch.set_rng_state(rng_state)
+        elif seed is not None:
+            torch.manual_seed(seed)
+        bar = trange(fitted.num_iters, num_iters, disable=not progress, desc=f"prior fit ({method})")
+        try:
+            for iteration in bar:
+                points = _measurement_points(x_measure, bnn.widths[0])
+                loss = loss_fn(bnn, target, points, num_functions, settings, cache)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                fitted.history.append(float(loss.detach()))
+                bar.set_postfix(distance=f"{fitted.history[-1]:.4g}")
+                if (iteration + 1) % checkpoint_every == 0:
+                    save()
+        except KeyboardInterrupt:
+            save()
+            warnings.warn(
+                f"prior fitting interrupted after {fitted.num_iters} iterations; returning the prior "
+                "fitted so far" + (f" (checkpoint: {path})" if path else ""),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            save()
+    return fitted
