@@ -102,7 +102,7 @@ class InfiniteWidthKernel(Kernel):
         return self.raw_weight_std_constraint.transform(self.raw_weight_std)
 
     @weight_std.setter
-    def weight_std(self, value: float | Tensor) -> None:
+    def weight_std(self, value: float | Sequence[float] | Tensor) -> None:
         self._set("weight_std", value)
 
     @property
@@ -110,7 +110,7 @@ class InfiniteWidthKernel(Kernel):
         return self.raw_bias_std_constraint.transform(self.raw_bias_std)
 
     @bias_std.setter
-    def bias_std(self, value: float | Tensor) -> None:
+    def bias_std(self, value: float | Sequence[float] | Tensor) -> None:
         self._set("bias_std", value)
 
     def _weight_std_param(self, m: InfiniteWidthKernel) -> Tensor:

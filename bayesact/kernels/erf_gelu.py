@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from bayesact.kernels._numerics import arcsin
-from bayesact.kernels.dual import DualActivation
+from bayesact.kernels.dual import DualActivation, PointData
 
 __all__ = ["ErfDual", "GeluDual"]
 
@@ -53,15 +53,23 @@ class ErfDual(DualActivation):
         with_ntk: bool,
     ) -> tuple[Tensor, Tensor | None]:
         b2 = 2.0 * self.b * self.b
-        p11, p22 = 1.0 + b2 * k11, 1.0 + b2 * k22
-        arg = torch.clamp(b2 * k12 / torch.sqrt(p11 * p22), -1.0, 1.0)
+        if features1 and features2:  # 1/√(1 + 2b²k) per point: no per-entry root or division
+            inv_root = features1[0][..., 0] * features2[0][..., 0]
+        else:
+            inv_root = 1.0 / torch.sqrt((1.0 + b2 * k11) * (1.0 + b2 * k22))
+        arg = torch.clamp(b2 * k12 * inv_root, -1.0, 1.0)
         a2 = self.a * self.a
         t = a2 * (2.0 / math.pi) * arcsin(arg) + self.c * self.c
         if not with_ntk:
             return t, None
         # (1 + 2b²k11)(1 + 2b²k22) − 4b⁴k12² = 1 + 2b²(k11 + k22) + 4b⁴(k11k22 − k12²) ≥ 1
         gram = 1.0 + b2 * (k11 + k22) + b2 * b2 * _determinant(k11, k22, k12)
-        return t, a2 * (2.0 * b2 / math.pi) / torch.sqrt(gram)
+        return t, a2 * (2.0 * b2 / math.pi) * torch.rsqrt(gram)
+
+    def point_data(self, k: Tensor, with_ntk: bool) -> PointData:
+        t, t_dot = self.pair(k, k, k, (), (), with_ntk)
+        inv_root = torch.rsqrt(1.0 + 2.0 * self.b * self.b * k).unsqueeze(-1)
+        return PointData(diag=t, diag_dot=t_dot, features=(inv_root,))
 
 
 class GeluDual(DualActivation):

@@ -16,12 +16,16 @@ l + 1 of the recursion (entry depth is the readout).
 
 The diagonals K^l(x, x) are run first with the exact one-point maps. Given them, every off-diagonal
 entry follows its own scalar recursion, so the n × m matrix is computed in row blocks under a memory
-bound (identical to one block) and, with ``fused=True``, each block runs all layers in one
-``torch.compile``-generated kernel.
+bound and, with ``fused=True``, each block runs all layers in one ``torch.compile``-generated kernel.
+Blocked equals unblocked bit for bit: the Gram matrix ⟨x, x'⟩ is formed once for the whole output
+(a matrix product of fewer rows may round differently), each block reads its rows, and everything
+after it is elementwise, where torch's CPU kernels (and one compiled kernel, shared by all blocks
+through dynamic shapes) give an entry the same value wherever it sits.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,15 +147,21 @@ def _point_layers(
 
 
 def _layers(
-    k12: Tensor,
+    gram: Tensor,
     rows: list[tuple[Tensor, tuple[Tensor, ...]]],
     cols: list[tuple[Tensor, tuple[Tensor, ...]]],
     w2: list[Tensor],
     b2: list[Tensor],
+    d: int,
     dual: DualActivation,
     with_ntk: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The entrywise recursion over the hidden layers (one block of entries); w2[l], b2[l] for l ≥ 1."""
+    """K⁰ from the Gram block ⟨x, x'⟩, then the entrywise recursion over the hidden layers.
+
+    Every operation is elementwise (k11 and its features broadcast along a row, k22 and its features
+    along a column), so the value of an entry does not depend on which block it is computed in.
+    """
+    k12 = w2[0] * gram / d + b2[0]
     theta = k12 if with_ntk else None
     for layer, ((k11, f1), (k22, f2)) in enumerate(zip(rows, cols, strict=True), start=1):
         t, t_dot = dual.pair(k11, k22, k12, f1, f2, with_ntk)
@@ -181,12 +191,17 @@ def _fused_layers() -> Callable[..., tuple[Tensor, Tensor | None]]:
     return _compiled_layers
 
 
-def _block_rows(n: int, m: int, batch: int, dual: DualActivation, itemsize: int, limit: int) -> int:
-    per_row = max(1, m * batch * itemsize * (dual.entry_cost + 2))
-    rows = limit // per_row
-    if dual.block_entries is not None:
-        rows = min(rows, dual.block_entries // max(1, m * batch))
-    return max(1, min(n, rows))
+def _block_bounds(
+    n: int, row_entries: int, entry_bytes: int, limit: int, cap: int | None
+) -> list[int]:
+    """Row boundaries [0, ..., n] of blocks under ``limit`` bytes (and ``cap`` entries), as even as
+    possible (no block of one row next to big ones, which a compiled kernel would specialise)."""
+    rows = limit // max(1, row_entries * entry_bytes)
+    if cap is not None:
+        rows = min(rows, cap // max(1, row_entries))
+    rows = max(1, min(n, rows))
+    blocks = -(-n // rows)
+    return [(i * n) // blocks for i in range(blocks + 1)]
 
 
 def _variances(
@@ -223,14 +238,15 @@ def _evaluate(
     x2 = x1 if x2 is None else x2
     points2 = points1 if symmetric else _point_layers(x2, dual, w2, b2, depth, with_ntk)
     d = x1.shape[-1]
-    layers = _fused_layers() if fused and dual.fusable else _layers
+    compiled = fused and dual.fusable
+    layers = _fused_layers() if compiled else _layers
 
     if diag:  # paired rows, no matrix
         w2v, b2v = [w.unsqueeze(-1) for w in w2], [b.unsqueeze(-1) for b in b2]
-        k12 = w2v[0] * (x1 * x2).sum(-1) / d + b2v[0]
         rows = [(k, p.features) for k, p in zip(points1.variances, points1.data, strict=True)]
         cols = [(k, p.features) for k, p in zip(points2.variances, points2.data, strict=True)]
-        return layers(k12, rows, cols, w2v, b2v, dual, with_ntk)
+        k, theta = layers((x1 * x2).sum(-1), rows, cols, w2v, b2v, d, dual, with_ntk)
+        return k, (k.clone() if theta is k else theta)
 
     w2m, b2m = [w[..., None, None] for w in w2], [b[..., None, None] for b in b2]
     cols = [
@@ -241,39 +257,50 @@ def _evaluate(
     batch_shape = torch.broadcast_shapes(
         x1.shape[:-2], x2.shape[:-2], *(w.shape for w in w2), *(b.shape for b in b2)
     )
-    step = _block_rows(
-        n, m, math.prod(batch_shape), dual, x1.element_size(), block_bytes or DEFAULT_BLOCK_BYTES
+    grad = torch.is_grad_enabled()
+    # live tensors per entry: the eager recursion's temporaries; a compiled forward has none
+    # besides its outputs (under autograd its backward saves intermediates: count them as eager)
+    per_entry = (2 if with_ntk else 1) if compiled and not grad else dual.entry_cost + 2
+    bounds = _block_bounds(
+        n, m * math.prod(batch_shape), x1.element_size() * per_entry,
+        block_bytes or DEFAULT_BLOCK_BYTES, dual.block_entries,
     )
-    x2t = x2.transpose(-1, -2)
+    # the Gram matrix of the whole output, once: every block reads its rows, so K⁰ (and with it
+    # every later layer) is the same number whichever block an entry falls in
+    gram = x1 @ x2.transpose(-1, -2)
 
     def block(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
-        k12 = w2m[0] * (x1[..., start:stop, :] @ x2t) / d + b2m[0]
         rows = [
             (k[..., start:stop].unsqueeze(-1), tuple(f[..., start:stop, None, :] for f in p.features))
             for k, p in zip(points1.variances, points1.data, strict=True)
         ]
-        return layers(k12, rows, cols, w2m, b2m, dual, with_ntk)
+        return layers(gram[..., start:stop, :], rows, cols, w2m, b2m, d, dual, with_ntk)
 
-    starts = range(0, n, step)
-    if len(starts) == 1:
+    if len(bounds) == 2:
         k, theta = block(0, n)
     else:
-        use_checkpoint = torch.is_grad_enabled()
         parts = [
-            checkpoint(block, s, min(s + step, n), use_reentrant=False)
-            if use_checkpoint
-            else block(s, min(s + step, n))
-            for s in starts
+            checkpoint(block, start, stop, use_reentrant=False) if grad else block(start, stop)
+            for start, stop in itertools.pairwise(bounds)
         ]
         k = torch.cat([p[0] for p in parts], dim=-2)
         theta = torch.cat([p[1] for p in parts], dim=-2) if with_ntk else None
+    if theta is k:  # depth 0: Θ = K, returned as two tensors
+        theta = k.clone()
     if symmetric:  # the exact one-point values on the diagonal
-        k = torch.diagonal_scatter(k, points1.final.expand(k.shape[:-1]), dim1=-2, dim2=-1)
+        k = _set_diagonal(k, points1.final)
         if theta is not None:
-            theta = torch.diagonal_scatter(
-                theta, points1.final_ntk.expand(theta.shape[:-1]), dim1=-2, dim2=-1
-            )
+            theta = _set_diagonal(theta, points1.final_ntk)
     return k, theta
+
+
+def _set_diagonal(matrix: Tensor, diagonal: Tensor) -> Tensor:
+    """``matrix`` with its (..., i, i) entries replaced; in place unless autograd records it."""
+    diagonal = diagonal.expand(matrix.shape[:-1])
+    if torch.is_grad_enabled() and (matrix.requires_grad or diagonal.requires_grad):
+        return torch.diagonal_scatter(matrix, diagonal, dim1=-2, dim2=-1)
+    matrix.diagonal(dim1=-2, dim2=-1).copy_(diagonal)
+    return matrix
 
 
 def nngp(
@@ -309,7 +336,9 @@ def nngp(
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
         block_bytes: bound on the working memory of one row block (default 64 MiB); blocks under
-            autograd are checkpointed, so the bound also holds for the backward pass.
+            autograd are checkpointed, so the bound also holds for the backward pass. The result
+            is bit-identical to one block (gradients w.r.t. shared stds agree to rounding only:
+            they are sums over all entries, accumulated block by block).
 
     Raises:
         ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,
@@ -360,7 +389,9 @@ def ntk(
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
         block_bytes: bound on the working memory of one row block (default 64 MiB); blocks under
-            autograd are checkpointed, so the bound also holds for the backward pass.
+            autograd are checkpointed, so the bound also holds for the backward pass. The result
+            is bit-identical to one block (gradients w.r.t. shared stds agree to rounding only:
+            they are sums over all entries, accumulated block by block).
 
     Raises:
         ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,
@@ -408,7 +439,9 @@ def nngp_ntk(
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
         block_bytes: bound on the working memory of one row block (default 64 MiB); blocks under
-            autograd are checkpointed, so the bound also holds for the backward pass.
+            autograd are checkpointed, so the bound also holds for the backward pass. The result
+            is bit-identical to one block (gradients w.r.t. shared stds agree to rounding only:
+            they are sums over all entries, accumulated block by block).
 
     Raises:
         ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,

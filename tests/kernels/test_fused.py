@@ -28,6 +28,16 @@ def test_fused_matches_eager_smoke() -> None:
     _compare("erf", 1)
 
 
+def test_fused_blocks_are_identical_to_one_block() -> None:
+    """Every block runs the same compiled (dynamic-shape) kernel on its rows of the one Gram matrix."""
+    x1, x2 = inputs(n=9, m=7)
+    kw = {"activation": "erf", "depth": 1, "weight_std": 1.3, "bias_std": 0.2, "fused": True}
+    one = K.nngp_ntk(x1, x2, **kw)
+    blocked = K.nngp_ntk(x1, x2, block_bytes=7 * 8 * 18 * 3, **kw)  # three blocks of three rows
+    for a, b in zip(blocked, one, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["relu", "gelu", "tanh", "snake"])
 def test_fused_matches_eager(name: str) -> None:

@@ -93,17 +93,33 @@ def test_batch_dimensions_broadcast() -> None:
     assert kd.shape == (2, 3, 5)
 
 
-@pytest.mark.parametrize("name", ["relu", "tanh", "sin"])
-def test_blocked_evaluation_is_identical_to_one_block(name: str) -> None:
-    x1, x2 = inputs(n=23, m=17)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["relu", "erf", "tanh", "sin"])
+def test_blocked_evaluation_is_identical_to_one_block(name: str, dtype: torch.dtype) -> None:
+    """Bit for bit: every block reads the one Gram matrix, and the rest is elementwise."""
+    x1, x2 = (x.to(dtype) for x in inputs(n=23, m=17))
     kw = {"activation": name, "depth": 3, "weight_std": 1.3, "bias_std": 0.2}
+    for other in (x2, None):
+        k, t = K.nngp_ntk(x1, other, **kw)
+        for block_bytes in (4096, 1500, 1):  # a few rows per block, uneven blocks, one row each
+            kb, tb = K.nngp_ntk(x1, other, block_bytes=block_bytes, **kw)
+            assert torch.equal(kb, k) and torch.equal(tb, t), block_bytes
+
+
+def test_blocked_evaluation_is_identical_across_threads() -> None:
+    """One block of 43700 entries (ATen splits its elementwise ops between threads, > 32768) against
+    blocks of about 14600 (not split): still bit for bit."""
+    x1, x2 = inputs(n=230, m=190)
+    kw = {"activation": "erf", "depth": 2, "weight_std": 1.3, "bias_std": 0.2}
     k, t = K.nngp_ntk(x1, x2, **kw)
-    kb, tb = K.nngp_ntk(x1, x2, block_bytes=4096, **kw)  # a few rows per block
-    torch.testing.assert_close(kb, k, rtol=1e-13, atol=0)
-    torch.testing.assert_close(tb, t, rtol=1e-13, atol=0)
+    kb, tb = K.nngp_ntk(x1, x2, block_bytes=190 * 8 * 18 * 100, **kw)  # 76-77 rows a block
+    assert torch.equal(kb, k) and torch.equal(tb, t)
 
 
 def test_blocked_gradients_match() -> None:
+    """Gradients w.r.t. shared hyperparameters sum over all entries, block by block when blocked:
+    the same terms in another order, so they agree to rounding (1e-13 relative), not bit for bit.
+    """
     x1, x2 = inputs(n=12, m=9)
     grads = []
     for block_bytes in (None, 2048):
@@ -111,9 +127,10 @@ def test_blocked_gradients_match() -> None:
         b = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
         act = A.get("leaky_relu", negative_slope=0.2).double()
         t = K.ntk(x1, x2, activation=act, depth=3, weight_std=w, bias_std=b, block_bytes=block_bytes)
-        grads.append(torch.autograd.grad(t.square().sum(), (w, b, act.negative_slope)))
+        grads.append((t, *torch.autograd.grad(t.square().sum(), (w, b, act.negative_slope))))
+    assert torch.equal(grads[0][0], grads[1][0])
     for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
