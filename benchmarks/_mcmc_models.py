@@ -113,3 +113,42 @@ def bnn_forward(samples: dict, x: torch.Tensor) -> torch.Tensor:
     h = torch.tanh(x @ s["w1"] + s["b1"][..., None, :])
     h = torch.tanh(h @ s["w2"] + s["b2"][..., None, :])
     return (h @ s["w3"][..., None])[..., 0] + s["b3"][..., None]
+
+
+# -- SGHMC: the functional-prior paper's network (one hidden layer of 100 tanh units) -------
+SGHMC_HIDDEN = 100
+SGHMC_NOISE_STD = 0.1**0.5  # fixed noise variance 0.1 on standardised targets, as in the paper
+
+
+def sghmc_bnn_model(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """MLP d -> 100 -> 1 (tanh), N(0, 1) weights scaled by 1/sqrt(fan_in), fixed noise 0.1."""
+    d = x.shape[-1]
+    zero, one = x.new_zeros(()), x.new_ones(())
+    w1 = pyro.sample("w1", dist.Normal(zero, one).expand([d, SGHMC_HIDDEN]).to_event(2))
+    b1 = pyro.sample("b1", dist.Normal(zero, one).expand([SGHMC_HIDDEN]).to_event(1))
+    w2 = pyro.sample("w2", dist.Normal(zero, one).expand([SGHMC_HIDDEN]).to_event(1))
+    b2 = pyro.sample("b2", dist.Normal(zero, one))
+    h = torch.tanh(x @ w1 / d**0.5 + b1)
+    f = pyro.deterministic("f", h @ w2 / SGHMC_HIDDEN**0.5 + b2)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(f, SGHMC_NOISE_STD), obs=y)
+    return f
+
+
+def sghmc_bnn_bare_potential(x: torch.Tensor, y: torch.Tensor, num_data: int):
+    """Ũ(z; rows) of ``sghmc_bnn_model`` on per-chain minibatches ``rows`` (C, B), batched."""
+    d = x.shape[-1]
+    sizes = [d * SGHMC_HIDDEN, SGHMC_HIDDEN, SGHMC_HIDDEN, 1]
+    half_log_2pi = 0.5 * float(np.log(2 * np.pi))
+
+    def potential(z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        w1, b1, w2, b2 = torch.split(z, sizes, dim=-1)
+        c, b = rows.shape
+        h = torch.tanh(torch.baddbmm(b1[:, None, :], x[rows], w1.view(c, d, SGHMC_HIDDEN) / d**0.5))
+        f = torch.bmm(h, w2[:, :, None])[..., 0] / SGHMC_HIDDEN**0.5 + b2
+        resid = (y[rows] - f) / SGHMC_NOISE_STD
+        log_lik = -0.5 * (resid**2).sum(-1) - b * (float(np.log(SGHMC_NOISE_STD)) + half_log_2pi)
+        log_prior = -0.5 * (z**2).sum(-1) - z.shape[-1] * half_log_2pi
+        return -(num_data / b * log_lik + log_prior)
+
+    return potential, sum(sizes)

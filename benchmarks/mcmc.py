@@ -43,10 +43,13 @@ from _mcmc_models import (
     diabetes,
     logistic_bare_potential,
     logistic_model,
+    sghmc_bnn_bare_potential,
+    sghmc_bnn_model,
 )
 
 import bayesact
-from bayesact.infer import Posterior, mcmc
+from bayesact.infer import Posterior, mcmc, sghmc
+from bayesact.infer.minibatch import MinibatchPotential
 from bayesact.infer.potential import Potential
 
 
@@ -349,6 +352,8 @@ def main() -> None:
     parser.add_argument("--no-pyro", action="store_true")
     parser.add_argument("--with-eager", action="store_true", help="also run bayesact uncompiled")
     parser.add_argument("--out", default=None, help="write the markdown report here")
+    parser.add_argument("--sghmc-steps", type=int, default=4000,
+                        help="SGHMC steps per chain for the SGHMC section (0: skip it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
@@ -394,6 +399,11 @@ def main() -> None:
         text = report(task, floor1, floor_c, args.chains, rows, bayes_row)
         print(text, flush=True)
         out.append(text)
+    if args.sghmc_steps:
+        steps = max(200, int(args.sghmc_steps * scale))
+        text = sghmc_section(args.chains, steps)
+        print(text, flush=True)
+        out.append(text)
     out.append(f"- load average (end): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if torch.cuda.is_available():
         out.append(gpu_section())
@@ -403,6 +413,67 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as fh:
             fh.write("\n".join(out) + "\n")
+
+
+def sghmc_section(chains: int = 4, steps: int = 4000, batch_size: int = 32, reps: int = 500) -> str:
+    """SGHMC time per step vs the bare minibatch value-and-gradient (overhead ratio R).
+
+    Model: the functional-prior paper's BNN (10 -> 100 -> 1, tanh, fixed noise variance 0.1)
+    on diabetes (N = 442), float32, ``chains`` vectorized chains, minibatches of
+    ``batch_size``. The floor is the faster of (a) a hand-written batched torch log density
+    with autograd on per-chain minibatch rows and (b) bayesact's captured minibatch gradient;
+    both include drawing the rows. R = SGHMC seconds per step / floor. Also times
+    ``bayesact.models.BNN`` (same architecture) when it is importable. Callable from other
+    benchmark scripts (``from mcmc import sghmc_section``).
+    """
+    x, y = diabetes()
+    n = x.shape[0]
+    bare, dim = sghmc_bnn_bare_potential(x, y, n)
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(chains, dim) * 0.1
+
+    def bare_vg(z: torch.Tensor):
+        rows = torch.rand(chains, n, generator=gen).topk(batch_size, dim=-1, sorted=False).indices
+        zz = z.detach().requires_grad_(True)
+        u = bare(zz, rows)
+        (g,) = torch.autograd.grad(u.sum(), zz)
+        return u, g
+
+    mb = MinibatchPotential(sghmc_bnn_model, (x, y), {}, batch_size, chains, torch.float32,
+                            torch.device("cpu"))
+
+    def captured_vg(z: torch.Tensor):
+        return mb.value_and_grad(z, mb.draw_indices(gen))
+
+    floors = {
+        "bare torch autograd": timeit(bare_vg, z, reps),
+        f"bayesact {mb.mode} gradient": timeit(captured_vg, z, reps),
+    }
+    floor = min(floors.values())
+    burnin, samples = steps // 2, 10
+    thinning = max(1, (steps - burnin) // samples)
+    runs = [("plain Pyro model", sghmc_bnn_model)]
+    try:
+        from bayesact.models import BNN
+
+        runs.append(("bayesact.models.BNN", BNN(x.shape[1], hidden=(100,), noise_std=0.1**0.5)))
+    except Exception as exc:  # the models layer is optional here
+        print(f"bayesact.models.BNN not usable ({exc!r}): row skipped", flush=True)
+    lines = ["", f"### SGHMC: BNN 10-100-1 (tanh) on diabetes, batch {batch_size}, {chains} chains", "",
+             "| implementation | ms per step | R = step / floor | gradient mode | minibatch |",
+             "|---|---:|---:|---|---|"]
+    for name, secs in floors.items():
+        lines.append(f"| floor: {name} | {secs * 1e3:.3f} | | | |")
+    for name, model in runs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            post = sghmc(model, x, y, num_chains=chains, num_burnin=burnin, num_samples=samples,
+                         thinning=thinning, batch_size=batch_size, seed=0, progress=False)
+        secs = (post.info["burnin_seconds"] + post.info["sampling_seconds"]) / post.info["steps_done"]
+        lines.append(f"| sghmc, {name} | {secs * 1e3:.3f} | {secs / floor:.2f} | "
+                     f"{post.info['potential_mode']} | {post.info['minibatch']} |")
+    lines.append(f"\n{steps} steps per chain (burn-in {burnin}); floor = fastest row marked floor.")
+    return "\n".join(lines)
 
 
 def gpu_section() -> str:

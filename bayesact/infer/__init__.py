@@ -4,9 +4,11 @@ Layer rule: imports only torch, Pyro and ArviZ (never ``bayesact.models``); work
 Pyro model whose latent sites are continuous.
 """
 
+from bayesact.infer.checkpoint import resume
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.predictive import predictive
-from bayesact.infer.sampler import mcmc, resume
+from bayesact.infer.sampler import mcmc
+from bayesact.infer.sghmc import sghmc
 from bayesact.infer.svi import SVIResult, svi
 
-__all__ = ["Posterior", "SVIResult", "mcmc", "predictive", "resume", "svi"]
+__all__ = ["Posterior", "SVIResult", "mcmc", "predictive", "resume", "sghmc", "svi"]

@@ -12,6 +12,11 @@ evaluates all of them in one call. The vmapped gradient is captured once as a gr
 ATen operations (``torch.fx.experimental.proxy_tensor.make_fx``), so Pyro's effect handlers
 run once instead of at every leapfrog step; the capture is checked against the eager
 gradient and the engine falls back to plain ``vmap`` (or a per-chain loop) when it differs.
+
+For minibatch samplers (SGHMC) some positional model arguments are *data inputs*: the
+potential takes them as explicit arguments (inputs of the captured graph, so one graph serves
+every minibatch of the same size), and the log-likelihood of the minibatched observed sites
+is scaled by ``likelihood_scale`` = N/B, an unbiased estimate of the full-data potential.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
+from pyro.poutine.messenger import Messenger
 from torch.distributions.transforms import Transform
+
+from bayesact.infer.compiled import CompiledFunction, outputs_close
 
 __all__ = ["LatentSite", "Potential", "build_potential", "trace_model"]
 
-PotentialAndGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+PotentialAndGrad = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,19 @@ def _model_context(dtype: torch.dtype | None) -> Iterator[None]:
             yield
     finally:
         torch.set_default_dtype(old)
+
+
+class _ScaleSites(Messenger):
+    """Multiply the log-density of the sample sites in ``names`` by ``factor``."""
+
+    def __init__(self, names: frozenset[str], factor: float) -> None:
+        super().__init__()
+        self.names = names
+        self.factor = factor
+
+    def _process_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "sample" and msg["name"] in self.names:
+            msg["scale"] = self.factor * msg["scale"]
 
 
 def trace_model(model: Callable[..., Any], args: tuple, kwargs: dict) -> poutine.Trace:
@@ -114,13 +135,18 @@ class Potential:
         kwargs: keyword model arguments.
         dtype: floating point type of the flat vector.
         device: device of the flat vector.
+        data_positions: indices of positional arguments passed to :meth:`value_and_grad`
+            as data inputs (minibatches) instead of the fixed ``args``.
+        scaled_sites: observed sites whose log-likelihood is multiplied by ``likelihood_scale``.
+        likelihood_scale: N/B for minibatches of B of N data points.
+        batched_data: data inputs carry a leading chain dimension (one minibatch per chain).
 
     Attributes:
         sites: the latent sites in the order of the flat vector.
         dim: length of the flat unconstrained vector.
         observed: observed sites of the model and their values.
         mode: how ``value_and_grad`` is evaluated: ``"captured"`` (a graph captured once with
-            ``make_fx``), ``"compiled"`` (that graph through ``torch.compile``), ``"vmap"``
+            ``make_fx``), ``"compiled"`` (that graph compiled by TorchInductor), ``"vmap"``
             (``torch.func.vmap`` re-running the model at each call) or ``"loop"`` (one
             autograd call per chain; the fallback for models ``vmap`` cannot batch).
     """
@@ -132,12 +158,20 @@ class Potential:
         kwargs: dict,
         dtype: torch.dtype,
         device: torch.device,
+        data_positions: tuple[int, ...] = (),
+        scaled_sites: frozenset[str] = frozenset(),
+        likelihood_scale: float = 1.0,
+        batched_data: bool = False,
     ) -> None:
         self.model = model
         self.args = args
         self.kwargs = kwargs
         self.dtype = dtype
         self.device = device
+        self.data_positions = tuple(data_positions)
+        self.scaled_sites = frozenset(scaled_sites)
+        self.likelihood_scale = float(likelihood_scale)
+        self.batched_data = batched_data
         self.prior_trace = trace_model(model, args, kwargs)
         self.sites, self.observed = _latent_sites(self.prior_trace)
         if not self.sites:
@@ -173,7 +207,15 @@ class Potential:
             parts.append(u.reshape(*batch, s.size))
         return torch.cat(parts, dim=-1)
 
-    def _log_joint_one(self, z: torch.Tensor) -> torch.Tensor:
+    def _model_args(self, data: tuple[torch.Tensor, ...]) -> tuple:
+        if not data:
+            return self.args
+        args = list(self.args)
+        for pos, value in zip(self.data_positions, data, strict=True):
+            args[pos] = value
+        return tuple(args)
+
+    def _log_joint_one(self, z: torch.Tensor, data: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         values = {}
         log_det = z.new_zeros(())
         for s in self.sites:
@@ -182,7 +224,9 @@ class Potential:
             log_det = log_det + s.transform.log_abs_det_jacobian(u, x).sum()
             values[s.name] = x
         conditioned = poutine.condition(self.model, data=values)
-        tr = poutine.trace(conditioned).get_trace(*self.args, **self.kwargs)
+        if self.scaled_sites and self.likelihood_scale != 1.0:
+            conditioned = _ScaleSites(self.scaled_sites, self.likelihood_scale)(conditioned)
+        tr = poutine.trace(conditioned).get_trace(*self._model_args(data), **self.kwargs)
         return tr.log_prob_sum() + log_det
 
     def potential_one(self, z: torch.Tensor) -> torch.Tensor:
@@ -190,42 +234,59 @@ class Potential:
         with _model_context(self.dtype):
             return -self._log_joint_one(z)
 
-    def _vmapped_value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        def pot(x: torch.Tensor) -> torch.Tensor:
-            return -self._log_joint_one(x)
+    def _vmapped_value_and_grad(
+        self, z: torch.Tensor, *data: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        def pot(x: torch.Tensor, *batch: torch.Tensor) -> torch.Tensor:
+            return -self._log_joint_one(x, batch)
 
+        in_dims = (0, *((0 if self.batched_data else None) for _ in data))
         with _model_context(self.dtype):
-            grad, value = torch.func.vmap(torch.func.grad_and_value(pot))(z)
+            grad, value = torch.func.vmap(torch.func.grad_and_value(pot), in_dims=in_dims)(z, *data)
         return value, grad
 
-    def _loop_value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loop_value_and_grad(
+        self, z: torch.Tensor, *data: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         values, grads = [], []
         with _model_context(self.dtype):
-            for zi in z:
+            for i, zi in enumerate(z):
+                batch = tuple(d[i] for d in data) if self.batched_data else data
                 x = zi.detach().requires_grad_(True)
-                u = -self._log_joint_one(x)
+                u = -self._log_joint_one(x, batch)
                 (g,) = torch.autograd.grad(u, x)
                 values.append(u.detach())
                 grads.append(g)
         return torch.stack(values), torch.stack(grads)
 
     # -- the hot path ----------------------------------------------------------------------
-    def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Potential and its gradient for a batch of flat vectors ``z[C, D]`` -> ``([C], [C, D])``."""
+    def value_and_grad(self, z: torch.Tensor, *data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Potential and its gradient for a batch of flat vectors ``z[C, D]`` -> ``([C], [C, D])``.
+
+        ``data`` are the data inputs (minibatches) at ``data_positions``, if any.
+        """
         if self._captured_for is not None and z.shape[0] != self._captured_for:
-            return self._eager(z)
-        return self._batched(z)
+            return self._eager(z, *data)
+        return self._batched(z, *data)
 
-    def _eager(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eager(self, z: torch.Tensor, *data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "loop":
-            return self._loop_value_and_grad(z)
-        return self._vmapped_value_and_grad(z)
+            return self._loop_value_and_grad(z, *data)
+        return self._vmapped_value_and_grad(z, *data)
 
-    def prepare(self, num_chains: int, capture: bool = True, compile: bool = False) -> str:
+    def prepare(
+        self,
+        num_chains: int,
+        capture: bool = True,
+        compile: bool = False,
+        example_data: tuple[torch.Tensor, ...] = (),
+    ) -> str:
         """Choose the fastest faithful evaluation for ``num_chains`` chains; return its mode.
 
         Tries, in order: a captured graph of the vmapped gradient (checked against the eager
-        gradient at two random points), plain ``vmap``, and a per-chain loop.
+        gradient at two random points), plain ``vmap``, and a per-chain loop. ``compile``
+        also compiles the captured graph with TorchInductor. ``example_data`` are data inputs
+        with the shapes of the real ones (minibatch samplers).
         """
         gen = torch.Generator(device="cpu").manual_seed(12345)
         probes = [
@@ -235,10 +296,9 @@ class Potential:
             for _ in range(2)
         ]
         try:
-            refs = [self._vmapped_value_and_grad(p) for p in probes]
+            refs = [self._vmapped_value_and_grad(p, *example_data) for p in probes]
             self.mode = "vmap"
         except Exception:
-            refs = [self._loop_value_and_grad(p) for p in probes]
             self.mode = "loop"
             self._batched = self._loop_value_and_grad
             return self.mode
@@ -246,13 +306,16 @@ class Potential:
         if not capture:
             return self.mode
         try:
-            graph = self._capture(probes[0])
+            graph = self._capture(probes[0], example_data)
             fn: PotentialAndGrad = graph
             mode = "captured"
             if compile:
-                fn = torch.compile(graph, dynamic=False)
+                fn = CompiledFunction(graph, (probes[0], *example_data))
                 mode = "compiled"
-            if all(_close(fn(p), r, self.dtype) for p, r in zip(probes, refs, strict=True)):
+            if all(
+                outputs_close(fn(p, *example_data), r, self.dtype)
+                for p, r in zip(probes, refs, strict=True)
+            ):
                 self.graph = graph
                 self._batched = fn
                 self._captured_for = num_chains
@@ -264,32 +327,16 @@ class Potential:
             )
         return self.mode
 
-    def _capture(self, example: torch.Tensor) -> PotentialAndGrad:
+    def _capture(self, example: torch.Tensor, data: tuple[torch.Tensor, ...] = ()) -> PotentialAndGrad:
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        def value_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self._vmapped_value_and_grad(z)
+        def value_and_grad(z: torch.Tensor, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._vmapped_value_and_grad(z, *batch)
 
-        graph = make_fx(value_and_grad)(example)
+        graph = make_fx(value_and_grad)(example, *data)
         graph.graph.eliminate_dead_code()
         graph.recompile()
         return graph
-
-
-def _close(
-    got: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype
-) -> bool:
-    rtol = 1e-4 if dtype == torch.float32 else 1e-9
-    for a, b in zip(got, ref, strict=True):
-        if a.shape != b.shape:
-            return False
-        finite = torch.isfinite(b)
-        if not torch.equal(finite, torch.isfinite(a)):
-            return False
-        scale = b[finite].abs().max() if finite.any() else b.new_ones(())
-        if ((a[finite] - b[finite]).abs() > rtol * (1 + scale)).any():
-            return False
-    return True
 
 
 def build_potential(

@@ -1,10 +1,13 @@
-"""The MCMC driver: warmup adaptation, sampling, progress, checkpoints and resume."""
+"""The MCMC driver: warmup adaptation, sampling, progress, interruption.
+
+Checkpoint files and :func:`~bayesact.infer.resume` live in :mod:`bayesact.infer.checkpoint`;
+the compiled NUTS steps in :mod:`bayesact.infer.compiled`.
+"""
 
 from __future__ import annotations
 
 import math
 import os
-import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -24,21 +27,21 @@ from bayesact.infer.adaptation import (
     welford_init,
     welford_update,
 )
+from bayesact.infer.checkpoint import MCMC_FORMAT, checkpoint_payload, save_checkpoint
+from bayesact.infer.compiled import compile_nuts_kernels
 from bayesact.infer.hmc_core import (
     Metric,
-    SubtreeState,
+    NutsKernels,
     TransitionStats,
     find_reasonable_step_size,
     hmc_transition,
     make_metric,
     nuts_transition,
-    slot_table,
-    subtree_leaf,
 )
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import Potential, build_potential
 
-__all__ = ["mcmc", "resume"]
+__all__ = ["mcmc", "resume_mcmc"]
 
 STAT_NAMES = (*TransitionStats._fields, "step_size", "lp")
 _EXTRA_KWARGS = {
@@ -229,71 +232,20 @@ class _Counter:
         return self.fn(z)
 
 
-class _CountedLeaf:
-    """A (possibly compiled) NUTS leaf step that counts its batched gradient calls."""
-
-    def __init__(self, leaf: Callable, counter: _Counter) -> None:
-        self.leaf = leaf
-        self.counter = counter
-
-    def __call__(self, *args: Any) -> Any:
-        self.counter.calls += 1
-        return self.leaf(*args)
-
-
-def _compiled_leaf(graph: Callable) -> Callable:
-    """``torch.compile`` of one NUTS leaf (leapfrog, multinomial and U-turn bookkeeping)
-    with the captured gradient graph inlined, so a leaf is one fused call."""
-
-    def leaf(sub, active, signed_step, inverse_mass, energy0, log_u, store, check, _pg, max_de):
-        return subtree_leaf(
-            sub, active, signed_step, inverse_mass, energy0, log_u, store, check, graph, max_de
-        )
-
-    return torch.compile(leaf, dynamic=False)
-
-
-def _precompile(leaf: Callable, state: SamplerState, metric: Metric, cfg: MCMCConfig) -> float:
-    """Run the compiled leaf once on throw-away inputs; return the seconds it took."""
-    t0 = time.perf_counter()
-    c = state.z.shape[0]
-    slots = max(cfg.max_tree_depth, 1)
-
-    def zeros(*shape: int, dtype: torch.dtype = cfg.dtype) -> torch.Tensor:
-        return torch.zeros(*shape, dtype=dtype, device=cfg.device)
-
-    def flags() -> torch.Tensor:
-        return zeros(c, dtype=torch.bool)
-
-    # distinct tensors everywhere: Dynamo guards on aliasing between arguments
-    sub = SubtreeState(
-        state.z.clone(), zeros(*state.z.shape), state.potential.clone(), state.grad.clone(),
-        zeros(*state.z.shape), zeros(c) - math.inf, state.z.clone(), state.potential.clone(),
-        state.grad.clone(), state.potential.clone(), zeros(*state.z.shape), flags(), flags(),
-        zeros(c), zeros(c), zeros(slots, *state.z.shape), zeros(slots, *state.z.shape),
-    )
-    log_u = zeros(2, c)
-    for leaf_index in (0, 1):
-        store, check = slot_table(slots, cfg.device)[leaf_index]
-        sub, _ = leaf(sub, ~flags(), zeros(c, 1), metric.inverse_mass, state.potential.clone(),
-                      log_u[leaf_index], store, check, None, cfg.max_delta_energy)
-    return time.perf_counter() - t0
-
-
 def _transition(
     state: SamplerState,
     metric: Metric,
     cfg: MCMCConfig,
     grad_fn: Callable,
     gen: torch.Generator,
-    leaf_fn: Callable | None = None,
+    kernels: NutsKernels | None = None,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], TransitionStats]:
     if cfg.method == "nuts":
-        sync = cfg.sync_every or (1 if cfg.device.type == "cpu" else 8)
+        sync = cfg.sync_every or (2 if cfg.device.type == "cpu" else 8)
         return nuts_transition(
             state.z, state.potential, state.grad, state.step_size, metric, grad_fn, gen,
             max_tree_depth=cfg.max_tree_depth, max_delta_energy=cfg.max_delta_energy,
-            sync_every=sync, leaf_fn=leaf_fn,
+            sync_every=sync, kernels=kernels,
         )
     if cfg.num_steps is not None:
         steps = torch.full_like(state.step_size, cfg.num_steps, dtype=torch.long)
@@ -340,33 +292,6 @@ def _adapt(
     return metric
 
 
-def _save_checkpoint(path: str, payload: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _picklable(obj: Any) -> bool:
-    try:
-        pickle.dumps(obj)
-    except Exception:
-        return False
-    return True
-
-
-def _checkpoint_payload(run: _Run) -> dict[str, Any]:
-    model = run.potential.model
-    keep = _picklable((model, run.args, run.kwargs))
-    return {
-        "format": "bayesact.infer.checkpoint/1",
-        "config": asdict(run.cfg),
-        "state": run.state,
-        "model": model if keep else None,
-        "args": run.args if keep else None,
-        "kwargs": run.kwargs if keep else None,
-    }
-
-
 class _Run:
     """One vectorized run: the potential, the config and the mutable sampler state."""
 
@@ -392,11 +317,9 @@ class _Run:
         gen.set_state(state.generator_state)
         grad_fn = _Counter(self.potential.value_and_grad)
         metric = make_metric(state.inverse_mass)
-        leaf_fn = None
+        kernels = None
         if cfg.compile and cfg.method == "nuts" and self.potential.graph is not None:
-            compiled = _compiled_leaf(self.potential.graph)
-            state.info["compile_seconds"] = _precompile(compiled, state, metric, cfg)
-            leaf_fn = _CountedLeaf(compiled, grad_fn)
+            kernels = self._compile_kernels(grad_fn)
         windows = adaptation_windows(cfg.num_warmup)
         total = cfg.num_warmup + cfg.num_samples
         interrupted = False
@@ -415,7 +338,7 @@ class _Run:
                 calls0 = grad_fn.calls
                 try:
                     while state.iteration < end:
-                        (z, u, g), stats = _transition(state, metric, cfg, grad_fn, gen, leaf_fn)
+                        (z, u, g), stats = _transition(state, metric, cfg, grad_fn, gen, kernels)
                         new_state = SamplerState(**{**state.__dict__, "z": z, "potential": u, "grad": g})
                         if phase == "warmup":
                             metric = _adapt(new_state, stats, metric, cfg, windows, grad_fn, gen)
@@ -438,7 +361,7 @@ class _Run:
                                 refresh=False,
                             )
                         if self.checkpoint and state.iteration % cfg.checkpoint_every == 0:
-                            _save_checkpoint(self.checkpoint, _checkpoint_payload(self))
+                            self.save()
                 finally:
                     elapsed = time.perf_counter() - t0
                     if phase == "warmup":
@@ -458,8 +381,31 @@ class _Run:
                 stacklevel=3,
             )
         if self.checkpoint:
-            _save_checkpoint(self.checkpoint, _checkpoint_payload(self))
+            self.save()
         return self.posterior(interrupted)
+
+    def save(self) -> None:
+        """Write the checkpoint (configuration, state, model when picklable)."""
+        payload = checkpoint_payload(
+            MCMC_FORMAT, asdict(self.cfg), self.state, self.potential.model, self.args, self.kwargs
+        )
+        save_checkpoint(str(self.checkpoint), payload)
+
+    def _compile_kernels(self, counter: _Counter) -> NutsKernels | None:
+        """The NUTS leaf, pair and boundary steps compiled with the captured gradient inlined;
+        ``None`` (eager steps) when compilation fails."""
+        cfg, state = self.cfg, self.state
+        try:
+            kernels, seconds = compile_nuts_kernels(
+                self.potential.graph, state.z, state.potential, state.grad, state.step_size,
+                state.inverse_mass, cfg.max_tree_depth, cfg.max_delta_energy, counter,
+            )
+        except Exception as exc:  # compilation is an optimisation: fall back to eager steps
+            warnings.warn(f"could not compile the NUTS steps ({exc!r}); running them eagerly",
+                          stacklevel=4)
+            return None
+        state.info["compile_seconds"] = state.info.get("compile_seconds", 0.0) + seconds
+        return kernels
 
     def posterior(self, interrupted: bool) -> Posterior:
         cfg, state = self.cfg, self.state
@@ -662,37 +608,14 @@ def _start(
     return _Run(potential, cfg, state, args, kwargs, checkpoint).run(progress)
 
 
-def resume(
-    path: str | os.PathLike,
-    model: Callable[..., Any] | None = None,
-    *args: Any,
-    progress: bool = True,
-    model_kwargs: dict[str, Any] | None = None,
+def resume_mcmc(
+    payload: dict[str, Any], path: str, model: Callable[..., Any], args: tuple, model_kwargs: dict,
+    progress: bool,
 ) -> Posterior:
-    """Continue an interrupted :func:`mcmc` run from its checkpoint to the requested count.
-
-    The model and its arguments are read from the checkpoint when they could be pickled
-    (module-level functions); otherwise pass them again. The random stream continues where
-    it stopped, so an interrupted and resumed run gives the same draws as an uninterrupted one.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"no checkpoint at {path!r}")
-    payload = torch.load(path, weights_only=False)
-    if payload.get("format") != "bayesact.infer.checkpoint/1":
-        raise ValueError(f"{path!r} is not a bayesact MCMC checkpoint")
+    """Continue the :func:`mcmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`)."""
     cfg = MCMCConfig(**payload["config"])
-    if model is None:
-        model = payload["model"]
-        args = payload["args"] or ()
-        model_kwargs = payload["kwargs"] or {}
-        if model is None:
-            raise ValueError(
-                "the checkpoint could not store the model (not picklable): "
-                "call resume(path, model, *args)"
-            )
     args = tuple(_move(a, cfg.device, cfg.dtype) for a in args)
-    model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in (model_kwargs or {}).items()}
+    model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
     potential = build_potential(
         model, args, model_kwargs, dtype=cfg.dtype, device=cfg.device,
         num_chains=cfg.num_chains, capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",

@@ -83,3 +83,18 @@ def test_compiled_leaf_samples_the_conjugate_posterior():
     mcse = exact_sd / math.sqrt(500)  # ESS >= 500 of 2000 draws (conservative)
     assert abs(float(post.samples["mu"].mean()) - exact_mean) < 4 * mcse
     assert abs(float(post.samples["mu"].std()) - exact_sd) < 0.1 * exact_sd
+
+
+@pytest.mark.slow
+def test_compiled_function_does_not_merge_arguments_that_were_the_same_tensor():
+    # make_fx tracks tensors by identity: compiled with the same tensor for both arguments (as
+    # a one-point NUTS tree has), later calls with distinct tensors must still use both
+    from bayesact.infer.compiled import CompiledFunction
+
+    def diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a - 2 * b
+
+    t = torch.arange(3.0, dtype=DT)
+    fn = CompiledFunction(diff, (t, t))
+    a, b = torch.tensor([1.0, 2.0, 3.0], dtype=DT), torch.tensor([0.5, -1.0, 4.0], dtype=DT)
+    torch.testing.assert_close(fn(a, b), a - 2 * b)

@@ -1,0 +1,512 @@
+"""Scale-adapted stochastic-gradient HMC over minibatches, all chains at once.
+
+Springenberg, Klein, Falkner & Hutter (2016), "Bayesian Optimization with Robust Bayesian
+Neural Networks", NeurIPS (built on Chen, Fox & Guestrin 2014, "Stochastic Gradient
+Hamiltonian Monte Carlo", ICML). With the minibatch gradient g = ∇Ũ(θ) (see
+:mod:`bayesact.infer.minibatch`), step size ε and momentum decay (friction) α, one step is
+
+    v ← v - ε² M⁻¹ g - α v + N(0, 2 ε² α M⁻¹ - ε⁴),    θ ← θ + v,
+
+with a diagonal preconditioner M⁻¹ = 1/√V̂ (the noise variance clamped at 1e-16, as in the
+authors' code). During burn-in V̂ ≈ E[g²] is a running average with an adaptive window τ:
+r = 1/(τ + 1), τ ← τ + 1 - τ ĝ²/V̂, ĝ ← (1 - r) ĝ + r g, V̂ ← (1 - r) V̂ + r g² (ĝ, V̂, τ start
+at 1); after burn-in M⁻¹ is frozen. There is no Metropolis correction: the stationary
+distribution is exact only as ε → 0.
+
+Sites listed in the model's ``gibbs_sites`` are held out of the dynamics and redrawn every
+``gibbs_every`` steps by ``model.gibbs_update`` (e.g. the per-layer variances of a
+hierarchical BNN prior, whose conditionals are inverse-gamma).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from bayesact.infer.checkpoint import SGHMC_FORMAT, checkpoint_payload, save_checkpoint
+from bayesact.infer.minibatch import MinibatchPotential
+from bayesact.infer.posterior import Posterior
+from bayesact.infer.replay import replay_sites
+from bayesact.infer.sampler import _check_int, _check_observed, _move, _resolve_device_dtype
+
+__all__ = ["SGHMCConfig", "SGHMCState", "adapt_preconditioner", "resume_sghmc", "sghmc", "sghmc_step"]
+
+_EXTRA_KWARGS = {"clip_grad_norm": None, "checkpoint_every": 1000, "capture": True, "model_kwargs": None}
+
+
+@dataclass
+class SGHMCConfig:
+    """Everything that fixes an SGHMC run besides the model and its data."""
+
+    num_chains: int
+    num_burnin: int
+    num_samples: int
+    thinning: int
+    batch_size: int
+    step_size: float
+    momentum_decay: float
+    num_discard: int
+    gibbs_every: int
+    seed: int
+    dtype: torch.dtype
+    device: torch.device
+    clip_grad_norm: float | None = None
+    checkpoint_every: int = 1000
+    capture: bool = True
+    predict: tuple | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return self.num_burnin + self.num_samples * self.thinning
+
+
+@dataclass
+class SGHMCState:
+    """The complete state of an SGHMC run between two steps (what a checkpoint stores)."""
+
+    iteration: int
+    z: torch.Tensor  # (C, D) unconstrained position
+    v: torch.Tensor  # (C, D) velocity
+    tau: torch.Tensor  # (C, D) adaptation window
+    grad_avg: torch.Tensor  # (C, D) running mean of g
+    grad_sq_avg: torch.Tensor  # (C, D) running mean of g², V̂
+    generator_state: torch.Tensor
+    draws: torch.Tensor  # (C, S, D)
+    stats: dict[str, torch.Tensor]  # (C, S) each
+    burnin_seconds: float = 0.0
+    sampling_seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def sghmc_step(
+    z: torch.Tensor,
+    v: torch.Tensor,
+    grad: torch.Tensor,
+    inverse_mass: torch.Tensor,
+    noise: torch.Tensor,
+    step_size: float,
+    momentum_decay: float,
+    moving: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scale-adapted SGHMC update (Springenberg et al. 2016); returns the new (z, v).
+
+    v ← v - ε² M⁻¹ g - α v + √(max(2 ε² α M⁻¹ - ε⁴, 1e-16)) ξ,  θ ← θ + v, with ξ = ``noise``
+    ~ N(0, I). ``moving`` (D,) masks the coordinates that follow the dynamics (0 for Gibbs sites).
+    """
+    eps2 = step_size * step_size
+    variance = (2.0 * eps2 * momentum_decay) * inverse_mass - eps2 * eps2
+    kick = torch.addcmul(variance.clamp_(min=1e-16).sqrt_().mul_(noise), inverse_mass, grad, value=-eps2)
+    v = torch.add(kick, v, alpha=1.0 - momentum_decay)
+    if moving is not None:
+        v = v * moving
+    return z + v, v
+
+
+def adapt_preconditioner(
+    tau: torch.Tensor, grad_avg: torch.Tensor, grad_sq_avg: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One burn-in update of Springenberg et al.'s running averages with adaptive window τ.
+
+    r = 1/(τ + 1); τ ← τ + 1 - τ ĝ²/V̂; ĝ ← (1 - r) ĝ + r g; V̂ ← (1 - r) V̂ + r g².
+    Returns the new (τ, ĝ, V̂); the preconditioner is M⁻¹ = 1/√V̂.
+    """
+    r = (tau + 1.0).reciprocal()
+    new_tau = tau * (1.0 - grad_avg.square() / grad_sq_avg) + 1.0
+    return new_tau, torch.lerp(grad_avg, grad, r), torch.lerp(grad_sq_avg, grad.square(), r)
+
+
+class _SGHMCRun:
+    """One vectorized SGHMC run: the minibatch potential, the config and the mutable state."""
+
+    def __init__(
+        self, mb: MinibatchPotential, cfg: SGHMCConfig, state: SGHMCState, model: Callable[..., Any],
+        args: tuple, kwargs: dict, checkpoint: str | None,
+    ) -> None:
+        self.mb = mb
+        self.cfg = cfg
+        self.state = state
+        self.model = model
+        self.args = args
+        self.kwargs = kwargs
+        self.checkpoint = checkpoint
+        pot = mb.potential
+        self.gibbs_sites = [s for s in pot.sites if s.name in _gibbs_names(model)]
+        moving = torch.ones(pot.dim, dtype=cfg.dtype, device=cfg.device)
+        for s in self.gibbs_sites:
+            moving[s.offset : s.offset + s.size] = 0.0
+        self.moving = moving if self.gibbs_sites else None
+        self.stream: torch.Tensor | None = None
+
+    # -- pieces of a step ------------------------------------------------------------------
+    def _gradient(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        u, g = self.mb.value_and_grad(self.state.z, self.mb.draw_indices(gen))
+        if self.moving is not None:
+            g = g * self.moving
+        clip = self.cfg.clip_grad_norm
+        if clip is not None:
+            norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
+            g = g * (clip / norm.clamp(min=clip))
+        return u, g
+
+    def _gibbs(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """``z`` with the Gibbs sites redrawn by ``model.gibbs_update`` given the other sites."""
+        pot, z = self.mb.potential, z.clone()
+        values = {k: v.detach() for k, v in pot.constrain(z).items()}
+        seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device))
+        devices = [] if self.cfg.device.type == "cpu" else [self.cfg.device]
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            new = self.model.gibbs_update(values)
+        for s in self.gibbs_sites:
+            if s.name not in new:
+                raise ValueError(f"gibbs_update did not return a value for site '{s.name}'")
+            x = torch.as_tensor(new[s.name], dtype=self.cfg.dtype, device=self.cfg.device)
+            u = s.transform.inv(x.expand(self.cfg.num_chains, *s.shape))
+            z[:, s.offset : s.offset + s.size] = u.reshape(self.cfg.num_chains, s.size)
+        return z
+
+    def _record(self, index: int, z: torch.Tensor, u: torch.Tensor, g: torch.Tensor) -> None:
+        st = self.state
+        st.draws[:, index] = z
+        st.stats["lp"][:, index] = -u
+        st.stats["step_size"][:, index] = self.cfg.step_size
+        st.stats["grad_norm"][:, index] = torch.linalg.vector_norm(g, dim=-1)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, progress: bool) -> Posterior:
+        cfg, st = self.cfg, self.state
+        gen = torch.Generator(device=cfg.device)
+        gen.set_state(st.generator_state)
+        interrupted = False
+        nonfinite_at: int | None = None
+        phases = [("burn-in", 0, cfg.num_burnin), ("sampling", cfg.num_burnin, cfg.num_steps)]
+        inverse_mass = st.grad_sq_avg.rsqrt()
+        try:
+            for phase, begin, end in phases:
+                if st.iteration >= end:
+                    continue
+                bar = tqdm(total=end - begin, initial=st.iteration - begin, desc=f"sghmc {phase}",
+                           disable=not progress, leave=True, mininterval=0.5)
+                t0 = time.perf_counter()
+                try:
+                    while st.iteration < end:
+                        nonfinite_at = self._step(gen, inverse_mass, phase == "burn-in")
+                        if nonfinite_at is not None:
+                            break
+                        if phase == "burn-in":
+                            inverse_mass = st.grad_sq_avg.rsqrt()
+                        if st.iteration % 100 == 0 or st.iteration == end:
+                            bar.update(st.iteration - begin - bar.n)
+                        if self.checkpoint and st.iteration % cfg.checkpoint_every == 0:
+                            st.generator_state = gen.get_state()
+                            self.save()
+                finally:
+                    elapsed = time.perf_counter() - t0
+                    if phase == "burn-in":
+                        st.burnin_seconds += elapsed
+                    else:
+                        st.sampling_seconds += elapsed
+                    bar.close()
+                if nonfinite_at is not None:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            if self.stream is not None:
+                gen.set_state(self.stream)  # the unfinished step is redone on resume
+        st.generator_state = gen.get_state()
+        if interrupted:
+            warnings.warn(
+                f"sghmc interrupted at step {st.iteration} of {cfg.num_steps}: returning the "
+                "draws so far" + (f" (checkpoint saved to {self.checkpoint})" if self.checkpoint else ""),
+                stacklevel=3,
+            )
+        if nonfinite_at is not None:
+            warnings.warn(
+                f"sghmc stopped at step {nonfinite_at}: a chain's potential or position became "
+                "non-finite (lower step_size or set clip_grad_norm); returning the draws before it",
+                stacklevel=3,
+            )
+        elif self.checkpoint:
+            self.save()
+        return self.posterior(interrupted, nonfinite_at)
+
+    def _step(self, gen: torch.Generator, inverse_mass: torch.Tensor, burnin: bool) -> int | None:
+        """One SGHMC step (and Gibbs / record when due); the step index if it went non-finite.
+
+        The state is replaced only when the step completes, so an interrupted step is redone
+        on resume from the same random stream (``self.stream``)."""
+        cfg, st = self.cfg, self.state
+        self.stream = gen.get_state()
+        u, g = self._gradient(gen)
+        adapted = adapt_preconditioner(st.tau, st.grad_avg, st.grad_sq_avg, g) if burnin else None
+        noise = torch.randn(st.z.shape, generator=gen, dtype=cfg.dtype, device=cfg.device)
+        z, v = sghmc_step(st.z, st.v, g, inverse_mass, noise, cfg.step_size, cfg.momentum_decay,
+                          self.moving)
+        step = st.iteration + 1
+        if self.gibbs_sites and step % cfg.gibbs_every == 0:
+            z = self._gibbs(z, gen)
+        after = step - cfg.num_burnin
+        if after > 0 and after % cfg.thinning == 0:
+            if not bool(torch.isfinite(u).all() & torch.isfinite(z).all()):
+                return step
+            self._record(after // cfg.thinning - 1, z, u, g)
+        if adapted is not None:
+            st.tau, st.grad_avg, st.grad_sq_avg = adapted
+        st.z, st.v, st.iteration = z, v, step
+        self.stream = None
+        return None
+
+    def save(self) -> None:
+        """Write the checkpoint (configuration, state, model when picklable)."""
+        payload = checkpoint_payload(SGHMC_FORMAT, asdict(self.cfg), self.state, self.model,
+                                     self.args, self.kwargs)
+        save_checkpoint(str(self.checkpoint), payload)
+
+    def posterior(self, interrupted: bool, nonfinite_at: int | None) -> Posterior:
+        cfg, st = self.cfg, self.state
+        done = max(0, min(cfg.num_samples, (st.iteration - cfg.num_burnin) // cfg.thinning))
+        keep = slice(min(cfg.num_discard, done), done)
+        draws = st.draws[:, keep]
+        samples = {k: v.detach() for k, v in self.mb.potential.constrain(draws).items()}
+        stats = {k: v[:, keep].clone() for k, v in st.stats.items()}
+        pot = self.mb.potential
+        info = {
+            "engine": "bayesact",
+            "method": "sghmc",
+            "potential_mode": pot.mode,
+            "minibatch": "per_chain" if self.mb.per_chain else "shared",
+            "likelihood_scale": pot.likelihood_scale,
+            "scaled_sites": sorted(pot.scaled_sites),
+            "gibbs_sites": [s.name for s in self.gibbs_sites],
+            "num_burnin": cfg.num_burnin,
+            "num_samples": cfg.num_samples,
+            "num_discard": cfg.num_discard,
+            "thinning": cfg.thinning,
+            "draws_done": done,
+            "steps_done": st.iteration,
+            "interrupted": interrupted,
+            "nonfinite_at": nonfinite_at,
+            "burnin_seconds": st.burnin_seconds,
+            "sampling_seconds": st.sampling_seconds,
+            "inverse_mass": st.grad_sq_avg.rsqrt().detach().cpu(),
+            "seed": cfg.seed,
+            "checkpoint": self.checkpoint,
+        }
+        posterior = Posterior(samples, stats, model=self.model, args=self.args, kwargs=self.kwargs,
+                              observed=pot.observed, info=info)
+        if draws.shape[1] == 0:
+            return posterior
+        if any(s.get("infer", {}).get("_deterministic") for s in pot.prior_trace.nodes.values()):
+            posterior.add_deterministic_sites()
+        if cfg.predict is not None:
+            site, *test_args = cfg.predict
+            latent = {s.name: samples[s.name] for s in pot.sites}
+            out = replay_sites(self.model, tuple(test_args), self.kwargs, latent)["deterministic"]
+            posterior.samples[site] = out[site]
+        return posterior
+
+
+# ------------------------------------------------------------------------------------------
+# setup
+# ------------------------------------------------------------------------------------------
+def _gibbs_names(model: Any) -> tuple[str, ...]:
+    names = getattr(model, "gibbs_sites", ())
+    return tuple(names or ())
+
+
+def _check_gibbs(model: Any, mb: MinibatchPotential) -> None:
+    names = _gibbs_names(model)
+    if not names:
+        return
+    if not callable(getattr(model, "gibbs_update", None)):
+        raise ValueError("model has gibbs_sites but no callable gibbs_update(values) -> dict")
+    latent = {s.name for s in mb.potential.sites}
+    missing = [n for n in names if n not in latent]
+    if missing:
+        raise ValueError(f"gibbs_sites {missing} are not latent sites of the model")
+    if set(names) == latent:
+        raise ValueError("gibbs_sites cover every latent site: nothing left for SGHMC dynamics")
+
+
+def _check_predict(predict: Any, model: Callable[..., Any], kwargs: dict, device: torch.device,
+                   dtype: torch.dtype) -> tuple | None:
+    if predict is None:
+        return None
+    if not isinstance(predict, tuple) or not predict or not isinstance(predict[0], str):
+        raise ValueError("predict must be a tuple (site_name, *test_args), e.g. ('f', x_test)")
+    site, *test_args = predict
+    test_args = [_move(a, device, dtype) for a in test_args]
+    tr = _trace_quiet(model, tuple(test_args), kwargs)
+    node = tr.nodes.get(site)
+    if node is None or not node["infer"].get("_deterministic", False):
+        raise ValueError(f"predict: '{site}' is not a pyro.deterministic site of the model")
+    return (site, *test_args)
+
+
+def _trace_quiet(model: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    from bayesact.infer.potential import trace_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        return trace_model(model, args, kwargs)
+
+
+def _new_state(mb: MinibatchPotential, cfg: SGHMCConfig, init: Any, gen: torch.Generator) -> SGHMCState:
+    pot = mb.potential
+    c, d = cfg.num_chains, pot.dim
+    if isinstance(init, dict):
+        z = pot.unconstrain(init, (c,))
+    elif init in (None, "uniform"):
+        z = torch.rand(c, d, generator=gen, dtype=cfg.dtype, device=cfg.device) * 4 - 2
+    else:
+        raise ValueError(f"init must be None, 'uniform' or a dict of site values, got {init!r}")
+    ones = torch.ones(c, d, dtype=cfg.dtype, device=cfg.device)
+    stats = {name: torch.full((c, cfg.num_samples), math.nan, dtype=cfg.dtype, device=cfg.device)
+             for name in ("lp", "step_size", "grad_norm")}
+    return SGHMCState(
+        iteration=0, z=z, v=torch.zeros_like(z), tau=ones.clone(), grad_avg=ones.clone(),
+        grad_sq_avg=ones.clone(), generator_state=gen.get_state(),
+        draws=torch.full((c, cfg.num_samples, d), math.nan, dtype=cfg.dtype, device=cfg.device),
+        stats=stats,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# public API
+# ------------------------------------------------------------------------------------------
+def sghmc(
+    model: Callable[..., Any],
+    *args: Any,
+    num_chains: int = 4,
+    num_burnin: int = 2000,
+    num_samples: int = 40,
+    thinning: int = 200,
+    batch_size: int = 32,
+    step_size: float = 1e-2,
+    momentum_decay: float = 1e-2,
+    num_discard: int = 0,
+    gibbs_every: int = 1000,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    predict: tuple | None = None,
+    init: dict[str, Any] | str | None = None,
+    **kwargs: Any,
+) -> Posterior:
+    """Sample a Pyro model's posterior with scale-adapted SGHMC on minibatches, chains vectorized.
+
+    Springenberg et al. (2016), NeurIPS: v ← v - ε² M⁻¹ ∇Ũ - α v + N(0, 2ε²α M⁻¹ - ε⁴),
+    θ ← θ + v, with M⁻¹ = 1/√V̂ adapted during burn-in from running averages of the gradient
+    and its square (see :mod:`bayesact.infer.sghmc`). Ũ is the full-data potential estimated
+    on a minibatch: the log-likelihood of the data-dependent observed sites is scaled by N/B
+    (:mod:`bayesact.infer.minibatch`). The positional tensor arguments whose first dimension
+    equals N (the length of the first one) are minibatched together.
+
+    Args:
+        model: a Pyro model with continuous, global latent sites; if it has ``gibbs_sites``
+            and ``gibbs_update(values) -> values`` (values with a leading chain dimension,
+            constrained space), those sites are redrawn by ``gibbs_update`` instead.
+        *args: model arguments; the data (x, y, ...) must be positional tensors.
+        num_chains: number of chains (>= 1), run as one batch.
+        num_burnin: steps that adapt M⁻¹ (discarded).
+        num_samples: draws collected per chain, one every ``thinning`` steps after burn-in.
+        thinning: steps between two collected draws.
+        batch_size: minibatch size B (1 <= B <= N).
+        step_size: ε (the paper's learning rate; 1e-2 in the functional-prior paper).
+        momentum_decay: friction α (1e-2 in the paper).
+        num_discard: the first collected draws to drop (the posterior has
+            ``num_samples - num_discard`` draws per chain).
+        gibbs_every: steps between two Gibbs updates of ``model.gibbs_sites``.
+        seed: seed of the sampler's random stream (minibatches, noise, Gibbs draws).
+        device: device (default: that of the model's tensor arguments).
+        dtype: floating type (default: that of the model's floating tensor arguments).
+        progress: show a tqdm bar per phase (burn-in, sampling).
+        checkpoint: file to save the state to every ``checkpoint_every`` steps and at the end
+            or on interruption; :func:`~bayesact.infer.resume` continues from it.
+        predict: ``(site, *test_args)``: at the end the model is replayed at ``test_args``
+            for every draw and ``posterior.samples[site]`` holds the deterministic ``site``
+            there (e.g. ``("f", x_test)`` for a BNN's outputs), so ArviZ reports R-hat and
+            ESS on function values rather than on non-identifiable weights.
+        init: ``None`` (uniform(-2, 2) in unconstrained space) or a dict of site values.
+        **kwargs: ``clip_grad_norm`` (clip each chain's ∇Ũ to this norm; the authors clip
+            the gradient of Ũ/N at 100, i.e. ``100 * N`` here; default off), ``checkpoint_every``
+            (1000), ``capture`` (capture the gradient as a graph, default True),
+            ``model_kwargs``.
+
+    Returns:
+        A :class:`~bayesact.infer.Posterior` with samples shaped (chain, draw, ...) and
+        ``sample_stats`` ``lp`` (minus the minibatch potential Ũ at the step that made the
+        draw), ``step_size`` and ``grad_norm``. A KeyboardInterrupt returns the draws so far.
+
+    Raises:
+        ValueError: bad ``num_chains``, ``batch_size`` (not in [1, N]), ``thinning``,
+            ``num_discard``, ``step_size``, ``momentum_decay``, no minibatchable ``args``,
+            or a bad ``predict``.
+    """
+    unknown = set(kwargs) - set(_EXTRA_KWARGS)
+    if unknown:
+        raise TypeError(f"unknown argument(s) {sorted(unknown)}; extra options are {sorted(_EXTRA_KWARGS)}")
+    extra = {**_EXTRA_KWARGS, **kwargs}
+    model_kwargs = dict(extra.pop("model_kwargs") or {})
+    if not callable(model):
+        raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    _check_int("num_chains", num_chains, 1)
+    _check_int("num_burnin", num_burnin, 0)
+    _check_int("num_samples", num_samples, 1)
+    _check_int("thinning", thinning, 1)
+    _check_int("num_discard", num_discard, 0)
+    _check_int("gibbs_every", gibbs_every, 1)
+    _check_int("checkpoint_every", extra["checkpoint_every"], 1)
+    if num_discard >= num_samples:
+        raise ValueError(f"num_discard must be < num_samples = {num_samples}, got {num_discard}")
+    if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
+    if not (isinstance(momentum_decay, (int, float)) and 0 < momentum_decay < 1):
+        raise ValueError(f"momentum_decay must lie in (0, 1), got {momentum_decay!r}")
+    clip = extra["clip_grad_norm"]
+    if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
+        raise ValueError(f"clip_grad_norm must be None or a positive number, got {clip!r}")
+    device_, dtype_ = _resolve_device_dtype(args, model_kwargs, device, dtype)
+    args = tuple(_move(a, device_, dtype_) for a in args)
+    model_kwargs = {k: _move(v, device_, dtype_) for k, v in model_kwargs.items()}
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    cfg = SGHMCConfig(
+        num_chains, num_burnin, num_samples, thinning, batch_size, float(step_size),
+        float(momentum_decay), num_discard, gibbs_every, seed, dtype_, device_,
+        clip_grad_norm=None if clip is None else float(clip),
+        checkpoint_every=extra["checkpoint_every"], capture=bool(extra["capture"]),
+        predict=_check_predict(predict, model, model_kwargs, device_, dtype_),
+    )
+    mb = MinibatchPotential(model, args, model_kwargs, batch_size, num_chains, dtype_, device_,
+                            capture=cfg.capture)
+    _check_observed(mb.potential)
+    _check_gibbs(model, mb)
+    gen = torch.Generator(device=device_).manual_seed(seed)
+    state = _new_state(mb, cfg, init, gen)
+    path = os.fspath(checkpoint) if checkpoint is not None else None
+    return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)
+
+
+def resume_sghmc(
+    payload: dict[str, Any], path: str, model: Callable[..., Any], args: tuple, model_kwargs: dict,
+    progress: bool,
+) -> Posterior:
+    """Continue the :func:`sghmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`)."""
+    cfg = SGHMCConfig(**payload["config"])
+    args = tuple(_move(a, cfg.device, cfg.dtype) for a in args)
+    model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
+    mb = MinibatchPotential(model, args, model_kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype,
+                            cfg.device, capture=cfg.capture)
+    state: SGHMCState = payload["state"]
+    return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)
