@@ -31,7 +31,7 @@ $(VENV)/.test-deps: pyproject.toml $(VENV)/.torch
 	@touch $@
 
 demo: $(VENV)/.demo-deps
-	MPLBACKEND=Agg $(PY) examples/activations_tour.py
+	MPLBACKEND=Agg $(PY) examples/functional_prior_bnn.py
 
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check .

@@ -49,9 +49,9 @@ def slice_inputs(x_train: torch.Tensor, feature: int, num: int = 60) -> tuple[to
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=50)
-    parser.add_argument("--fit-iters", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--fit-iters", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=150)
+    parser.add_argument("--samples", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="tiny settings, for a smoke run")
     parser.add_argument("--out", default=os.path.join(HERE, "..", "docs", "img", "functional_prior_bnn.png"))
     args = parser.parse_args()
@@ -73,12 +73,12 @@ def main() -> None:
     bnn = BNN(10, hidden=(args.width,), activation="tanh")
     fixed = BNN(10, hidden=(args.width,), activation="tanh", prior=GaussianPrior(2))  # N(0, 1), for plots
     x_measure = mixed_measurement_sampler(data.x_train, num_points=100)
-    fitted = fit_functional_prior(bnn, gp, x_measure, num_iters=args.fit_iters, critic_steps=50, seed=0)
+    fitted = fit_functional_prior(bnn, gp, x_measure, num_iters=args.fit_iters, critic_steps=30, seed=0)
     print("fitted prior:", fitted.prior)
 
     # 3. posterior: 4 NUTS chains, vectorized
     post = mcmc(bnn, data.x_train, data.y_train, num_chains=4, num_warmup=args.warmup,
-                num_samples=args.samples, max_tree_depth=7, seed=0)  # fmt: skip
+                num_samples=args.samples, max_tree_depth=6, seed=0)  # fmt: skip
     print(post)
 
     # 4. diagnostics and test metrics
