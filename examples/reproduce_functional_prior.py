@@ -1,7 +1,9 @@
 """Reproduction of Tran et al. (JMLR 2022)'s UCI experiment on scikit-learn's diabetes data.
 
-10 random 90/10 splits; one hidden layer of 100 tanh units; Gaussian likelihood with the paper's
-fixed noise variance 0.1 on standardised y. Priors compared, all sampled the same way (4 vectorized
+10 random 90/10 splits; one hidden layer of 100 tanh units; Gaussian likelihood with a fixed noise
+variance: the paper fixes 0.1 on standardised y (right for Boston), which on diabetes is far below
+the data's noise (about 0.45), so here it is the GP's noise variance fitted by marginal likelihood on
+the training split (``--noise paper`` uses 0.1). Priors compared, all sampled the same way (4 vectorized
 scale-adapted SGHMC chains):
 
 - ``fixed``: the fixed N(0, 1) prior (FG in the paper);
@@ -42,9 +44,10 @@ def run_split(seed: int, args: argparse.Namespace) -> dict[str, float]:
     data = diabetes_split(seed)
     gp = GPPrior.from_data(data.x_train, data.y_train, num_iters=150, lr=0.1)
     x_measure = mixed_measurement_sampler(data.x_train, num_points=100)
-    out: dict[str, float] = {"split": seed}
+    noise_std = NOISE_STD if args.noise == "paper" else math.sqrt(gp.noise_variance)
+    out: dict[str, float] = {"split": seed, "noise_std": noise_std}
     for name in PRIORS:
-        bnn = BNN(10, hidden=(100,), activation="tanh", noise_std=NOISE_STD)
+        bnn = BNN(10, hidden=(100,), activation="tanh", noise_std=noise_std)
         start = time.perf_counter()
         if name != "fixed":
             fit_functional_prior(bnn, gp, x_measure, method=name, num_iters=args.fit_iters,
@@ -54,7 +57,7 @@ def run_split(seed: int, args: argparse.Namespace) -> dict[str, float]:
                      num_samples=args.samples, thinning=args.thinning, num_discard=args.discard,
                      seed=seed, progress=False)  # fmt: skip
         f = predictive(bnn, post, data.x_test, None, seed=seed)["f"][..., 0]
-        rmse, nll = predictive_metrics(f, torch.full(f.shape[:2], NOISE_STD), data.y_test, data.y_scale)
+        rmse, nll = predictive_metrics(f, torch.full(f.shape[:2], noise_std), data.y_test, data.y_scale)
         out |= {f"{name}_rmse": rmse, f"{name}_nll": nll, f"{name}_fit_s": fit_seconds,
                 f"{name}_total_s": time.perf_counter() - start}  # fmt: skip
         print(f"split {seed} {name:11s} RMSE {rmse:6.2f}  NLL {nll:.3f}  ({out[f'{name}_total_s']:.0f} s)")
@@ -80,6 +83,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--thinning", type=int, default=200)
     parser.add_argument("--discard", type=int, default=10)
+    parser.add_argument("--noise", choices=("gp", "paper"), default="gp")
     parser.add_argument("--results", default="outputs/reproduce_functional_prior.jsonl")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -97,7 +101,7 @@ def main() -> None:
         with open(args.results, "a") as fh:  # kept across interruptions
             fh.write(json.dumps(row) + "\n")
     rows = [r for r in rows if int(r["split"]) < args.splits]
-    print(f"\n{len(rows)} splits, diabetes (442 x 10), 1 x 100 tanh, noise variance 0.1\n")
+    print(f"\n{len(rows)} splits, diabetes (442 x 10), 1 x 100 tanh, noise: {args.noise}\n")
     print(table(rows))
 
 
