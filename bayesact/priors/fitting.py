@@ -148,6 +148,7 @@ def _nngp_loss(
 
 
 _LOSSES = {"wasserstein": _wasserstein_loss, "nngp": _nngp_loss}
+_OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 
 
 def fit_functional_prior(
@@ -168,6 +169,7 @@ def fit_functional_prior(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 10,
     resume: bool = False,
+    optimizer: str = "rmsprop",
 ) -> FittedPrior:
     """Tune ``bnn.prior`` so that the BNN's prior functions match ``target``'s (Tran et al., 2022).
 
@@ -183,6 +185,10 @@ def fit_functional_prior(
       BNN's NNGP kernel (exact, from :mod:`bayesact.kernels`) and the target's covariance at the
       points (exact when the target has ``covariance(x)``, else estimated from its samples).
 
+    ``optimizer="rmsprop"`` (the paper's) or ``"adam"`` for the outer step. PyTorch's RMSprop has no
+    bias correction: its first steps are about 10x ``lr``, so most of the descent happens in the
+    first few iterations; Adam's steps stay near ``lr`` from the start.
+
     Shows a progress bar; Ctrl-C returns the prior fitted so far (with a warning). With
     ``checkpoint``, the state is saved every ``checkpoint_every`` iterations and on interruption;
     ``resume=True`` continues from that file up to ``num_iters`` iterations in total.
@@ -192,19 +198,22 @@ def fit_functional_prior(
 
     Raises:
         ValueError: a target without ``sample_functions``, measurement points of the wrong shape,
-            ``num_functions < 2``, an unknown method, or ``method="nngp"`` with a non-Gaussian prior.
+            ``num_functions < 2``, an unknown method or optimizer, or ``method="nngp"`` with a
+            non-Gaussian prior.
     """
     _check_arguments(bnn, target, x_measure, num_functions, method)
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"'optimizer' must be one of {tuple(_OPTIMIZERS)}, got {optimizer!r}")
     settings = {
         "num_functions": num_functions, "lr": lr, "critic_steps": critic_steps, "critic_lr": critic_lr,
-        "penalty": penalty, "critic_grad_tol": critic_grad_tol, "seed": seed,
+        "penalty": penalty, "critic_grad_tol": critic_grad_tol, "seed": seed, "optimizer": optimizer,
     }  # fmt: skip
     if method == "nngp" and not isinstance(bnn.prior, GaussianPrior):
         raise ValueError(
             "method='nngp' needs a GaussianPrior (a hierarchical prior's functions are not a GP)"
         )
     prior: WeightPrior = bnn.prior
-    optimizer = torch.optim.RMSprop(prior.parameters(), lr=lr)
+    outer = _OPTIMIZERS[optimizer](prior.parameters(), lr=lr)
     fitted = FittedPrior(prior, [], method, settings)
     path = Path(checkpoint) if checkpoint is not None else None
     rng_state = None
@@ -214,12 +223,12 @@ def fit_functional_prior(
         saved = torch.load(path, weights_only=True)
         prior.load_state_dict(saved["fitted"]["prior_state"])
         fitted.history = list(saved["fitted"]["history"])
-        optimizer.load_state_dict(saved["optimizer"])
+        outer.load_state_dict(saved["optimizer"])
         rng_state = saved["rng_state"]
 
     def save() -> None:
         if path is not None:
-            state = {"fitted": fitted._state(), "optimizer": optimizer.state_dict(),
+            state = {"fitted": fitted._state(), "optimizer": outer.state_dict(),
                      "rng_state": torch.get_rng_state()}  # fmt: skip
             torch.save(state, path)
 
@@ -235,9 +244,9 @@ def fit_functional_prior(
             for iteration in bar:
                 points = _measurement_points(x_measure, bnn.widths[0])
                 loss = loss_fn(bnn, target, points, num_functions, settings, cache)
-                optimizer.zero_grad()
+                outer.zero_grad()
                 loss.backward()
-                optimizer.step()
+                outer.step()
                 fitted.history.append(float(loss.detach()))
                 bar.set_postfix(distance=f"{fitted.history[-1]:.4g}")
                 if (iteration + 1) % checkpoint_every == 0:

@@ -27,25 +27,24 @@ def _relative_covariance_error(bnn: BNN, target: GPPrior, x: torch.Tensor, n: in
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 5 open: the debiased W1 estimate falls only to 0.51-0.53 of its first-10% mean "
-    "(measured 1.66 -> 0.84 with 128 functions, 1.74 -> 0.93 with 512), although the covariance "
-    "error meets its bound (0.27, and 0.21 with 512 functions)",
-)
 def test_wasserstein_fit_to_an_rbf_gp() -> None:
     """One hidden layer of 100 tanh units fitted to an RBF GP (lengthscale 1, variance 1) on [-2, 2].
 
     The W1 estimate's mean over the last 10% of iterations falls below half of the first 10%; the
     prior covariance at the measurement points ends within relative Frobenius 0.35 of the kernel
     (about 0.2 is the best a per-layer Gaussian prior reaches; the N(0, 1) prior starts at 1.26).
+    Measured: W1 windows 2.66 -> 1.17 (ratio 0.44), covariance error 0.27. The outer step is Adam:
+    with the paper's RMSprop (no bias correction, first steps about 10x lr) most of the descent
+    happens inside the first 10% window and the ratio is 0.51 (2.98 at iteration 0, 1.66 -> 0.84
+    as window means), although its covariance error is as good (0.27; 0.21 with lr 0.02 and 300 steps).
     """
     torch.manual_seed(0)
     target = _rbf_target()
     bnn = BNN(1, hidden=(100,), activation="tanh")
     x = torch.linspace(-2, 2, 40).unsqueeze(-1)
     before = _relative_covariance_error(bnn, target, x)
-    fitted = fit_functional_prior(bnn, target, x, num_iters=200, critic_steps=100, progress=False, seed=0)
+    fitted = fit_functional_prior(bnn, target, x, num_iters=200, lr=0.02, optimizer="adam",
+                                  critic_steps=100, progress=False, seed=0)  # fmt: skip
     tenth = len(fitted.history) // 10
     first, last = fitted.history[:tenth], fitted.history[-tenth:]
     assert sum(last) / tenth < 0.5 * sum(first) / tenth
@@ -164,6 +163,7 @@ def test_interrupt_keeps_progress_and_resume_continues(tmp_path) -> None:
         ({"method": "kl"}, "'method' must be one of"),
         ({"bnn": BNN(1, hidden=(4,), prior=HierarchicalPrior(2)), "method": "nngp"}, "needs a GaussianPrior"),
         ({"resume": True}, "'resume=True' needs an existing 'checkpoint'"),
+        ({"optimizer": "sgd"}, "'optimizer' must be one of"),
     ],
 )
 def test_bad_input(kwargs: dict, message: str) -> None:
@@ -181,6 +181,19 @@ def test_bad_input(kwargs: dict, message: str) -> None:
         fit_functional_prior(
             arguments.pop("bnn"), arguments.pop("target"), arguments.pop("x_measure"), **arguments
         )
+
+
+@pytest.mark.parametrize(("optimizer", "first_step"), [("rmsprop", 10.0), ("adam", 1.0)])
+def test_first_outer_step_size(optimizer: str, first_step: float) -> None:
+    """The first step on each raw std is lr * g / sqrt(v): RMSprop's v = (1 - 0.99) g^2 gives
+    10 lr (no bias correction), Adam's bias-corrected v = g^2 gives lr (the docstring's claim)."""
+    bnn = BNN(1, hidden=(8,))
+    before = [p.detach().clone() for p in bnn.prior.parameters()]
+    x = torch.linspace(-2, 2, 6).unsqueeze(-1)
+    fit_functional_prior(bnn, _rbf_target(), x, method="nngp", num_iters=1, lr=0.01,
+                         optimizer=optimizer, progress=False)  # fmt: skip
+    steps = torch.cat([(p.detach() - b).abs() for p, b in zip(bnn.prior.parameters(), before, strict=True)])
+    assert torch.allclose(steps, torch.full_like(steps, 0.01 * first_step), rtol=1e-3)
 
 
 def test_gaussian_prior_default_matches_the_fixed_baseline() -> None:
