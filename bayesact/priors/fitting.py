@@ -221,6 +221,11 @@ def fit_functional_prior(
         if path is None or not path.exists():
             raise ValueError("'resume=True' needs an existing 'checkpoint' file")
         saved = torch.load(path, weights_only=True)
+        written_with = saved["fitted"]["settings"].get("optimizer", "rmsprop")
+        if written_with != optimizer:
+            raise ValueError(
+                f"'optimizer' is {optimizer!r} but the checkpoint was written with {written_with!r}"
+            )
         prior.load_state_dict(saved["fitted"]["prior_state"])
         fitted.history = list(saved["fitted"]["history"])
         outer.load_state_dict(saved["optimizer"])

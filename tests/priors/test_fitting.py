@@ -151,6 +151,10 @@ def test_interrupt_keeps_progress_and_resume_continues(tmp_path) -> None:
         resume=True,
     )
     assert resumed.num_iters == 6 and resumed.history[:3] == partial.history
+    with pytest.raises(ValueError, match="checkpoint was written with 'rmsprop'"):
+        fit_functional_prior(BNN(1, hidden=(8,)), _rbf_target(), x, num_functions=8, num_iters=7,
+                             critic_steps=2, progress=False, checkpoint=path, resume=True,
+                             optimizer="adam")  # fmt: skip
 
 
 @pytest.mark.parametrize(
