@@ -112,12 +112,11 @@ def train_critic(
         loss = -critic_gap(critic, p, q) + penalty * gradient_penalty(critic, p, q)
         loss.backward()
         if grad_tol is not None:
-            norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in critic.parameters()))
+            norm = torch.sqrt(sum(param.grad.pow(2).sum() for param in critic.parameters()))
             if norm.item() < grad_tol:
                 break
         optimizer.step()
-    for p in critic.parameters():
-        p.requires_grad_(False)
+    critic.requires_grad_(False)
     return critic
 
 

@@ -21,9 +21,7 @@ def _rbf_target(lengthscale: float = 1.0, outputscale: float = 1.0) -> GPPrior:
 def _relative_covariance_error(bnn: BNN, target: GPPrior, x: torch.Tensor, n: int = 4000) -> float:
     with torch.no_grad():
         f = bnn.sample_functions(x, n)[..., 0]
-    empirical = f.T @ f / n
-    exact = target.covariance(x).to(f.dtype)
-    return (torch.linalg.norm(empirical - exact) / torch.linalg.norm(exact)).item()
+    return relative_frobenius(f.T @ f / n, target.covariance(x).to(f.dtype)).item()
 
 
 @pytest.mark.slow
