@@ -1,0 +1,67 @@
+"""The rational float32 tanh used in compiled CPU graphs, against float64 references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from bayesact.infer.fast_math import TANH_CLAMP, fast_math_decompositions, rational_tanh
+
+
+def test_rational_tanh_is_within_six_ulp_of_float64_tanh():
+    x = torch.linspace(-12.0, 12.0, 1_000_001, dtype=torch.float32)
+    got = rational_tanh(x).double()
+    ref = torch.tanh(x.double())
+    ulp = torch.from_numpy(np.spacing(ref.abs().float().numpy()).astype(np.float64))
+    ulp = ulp.clamp_min(float(np.spacing(np.float32(1e-30))))
+    assert float(((got - ref).abs() / ulp).max()) <= 6.0
+    assert float((got - ref).abs().max()) <= 4e-7
+    assert float(got.abs().max()) <= 1.0  # 1 - y² (tanh's backward) never goes negative
+
+
+def test_rational_tanh_keeps_oddness_small_inputs_infinities_and_nan():
+    x = torch.tensor([1e-30, 1e-8, 3e-4, 0.5, 2.0, TANH_CLAMP, 50.0], dtype=torch.float32)
+    torch.testing.assert_close(rational_tanh(-x), -rational_tanh(x), rtol=0, atol=0)
+    tiny = rational_tanh(x[:2])
+    assert torch.allclose(tiny, x[:2], rtol=1e-6, atol=0)  # tanh(x) = x + O(x³)
+    special = rational_tanh(torch.tensor([math.inf, -math.inf, math.nan]))
+    assert abs(float(special[0]) - 1.0) <= 2e-7 and abs(float(special[1]) + 1.0) <= 2e-7
+    assert math.isnan(float(special[2]))
+
+
+def _traced_ops(fn, x: torch.Tensor) -> set:
+    graph = make_fx(fn, decomposition_table=fast_math_decompositions([x]))(x)
+    return {node.target for node in graph.graph.nodes if node.op == "call_function"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_only_float32_cpu_tanh_is_rewritten(dtype):
+    x = torch.randn(5, dtype=dtype)
+    ops = _traced_ops(torch.tanh, x)
+    assert (torch.ops.aten.tanh.default in ops) == (dtype == torch.float64)
+
+
+def test_a_compiled_tanh_network_gradient_matches_the_float64_gradient():
+    # tanh's backward uses the forward output (1 - y²): the rewritten graph's gradient must
+    # still match an exact float64 gradient to float32 accuracy
+    from bayesact.infer.compiled import CompiledFunction
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=gen)
+    w1, w2 = torch.randn(3, 16, generator=gen), torch.randn(16, generator=gen)
+
+    def loss_and_grad(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def loss(w: torch.Tensor) -> torch.Tensor:
+            return (torch.tanh(x.to(w.dtype) @ w) @ w2.to(w.dtype)).square().sum()
+
+        return torch.func.grad_and_value(loss)(w)[::-1]
+
+    fast = CompiledFunction(loss_and_grad, (w1,))
+    value, grad = fast(w1)
+    ref_value, ref_grad = loss_and_grad(w1.double())
+    torch.testing.assert_close(value.double(), ref_value, rtol=2e-5, atol=0)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=2e-5, atol=2e-5 * float(ref_grad.abs().max()))
