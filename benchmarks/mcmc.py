@@ -13,8 +13,9 @@ per second. For bayesact also the overhead ratio
     R = sampling wall time / (batched gradient calls x g_floor(C)),
 
 with g_floor(C) the fastest bare value-and-gradient of the same log density for C chains
-(hand-written torch with autograd, the captured graph, the compiled graph), and the lockstep
-efficiency Σ useful chain-steps / (C x batched calls).
+(hand-written torch with autograd, the captured graph, the graph compiled by torch.compile,
+and by bayesact with its float32 rational tanh), and the lockstep efficiency
+Σ useful chain-steps / (C x batched calls).
 
 Usage: ``python benchmarks/mcmc.py [--quick] [--out benchmarks/results/mcmc.md]``.
 """
@@ -49,6 +50,7 @@ from _mcmc_models import (
 
 import bayesact
 from bayesact.infer import Posterior, mcmc, sghmc
+from bayesact.infer.compiled import CompiledFunction
 from bayesact.infer.minibatch import MinibatchPotential
 from bayesact.infer.potential import Potential
 
@@ -162,6 +164,8 @@ def gradient_floor(task: Task, chains: int, reps: int) -> dict[str, float]:
             compiled = torch.compile(pot.graph, dynamic=False)
             compiled(z)
         out["compiled graph"] = timeit(compiled, z, reps)
+        # what mcmc(compile=True) runs: Inductor without guards, float32 CPU tanh rational
+        out["compiled graph, bayesact (fast tanh)"] = timeit(CompiledFunction(pot.graph, (z,)), z, reps)
     return out
 
 

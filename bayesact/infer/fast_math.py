@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["REALIZE_OPCOUNT", "TANH_CLAMP", "fast_math_decompositions", "inductor_settings", "rational_tanh"]
+__all__ = ["REALIZE_OPCOUNT", "TANH_CLAMP", "FastMath", "rational_tanh"]
 
 aten = torch.ops.aten
 
@@ -57,20 +57,6 @@ def rational_tanh(x: torch.Tensor) -> torch.Tensor:
     return (c * _horner(t, _P) / _horner(t, _Q)).clamp(-1.0, 1.0)
 
 
-def _tanh_decomposition(x: torch.Tensor) -> Any:
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        return NotImplemented
-    return rational_tanh(x)
-
-
-def fast_math_decompositions(example_args: list[torch.Tensor]) -> dict[Any, Any]:
-    """The ``make_fx`` decomposition table for a graph over ``example_args``: the rational
-    ``tanh`` when any argument is a float32 CPU tensor, else nothing."""
-    if any(a.dtype == torch.float32 and a.device.type == "cpu" for a in example_args):
-        return {aten.tanh.default: _tanh_decomposition}
-    return {}
-
-
 #: Inductor inlines a pointwise result into every consumer unless its body has more than this
 #: many operations (50 on the CPU); the rational tanh has about 30, and a BNN layer's output
 #: has three consumers in the gradient (next layer, tanh's backward, weight gradient), so it
@@ -78,6 +64,20 @@ def fast_math_decompositions(example_args: list[torch.Tensor]) -> dict[Any, Any]
 REALIZE_OPCOUNT = 20
 
 
-def inductor_settings(decompositions: dict[Any, Any]) -> dict[str, Any]:
-    """Inductor config overrides for a graph traced with ``decompositions``."""
-    return {"realize_opcount_threshold": REALIZE_OPCOUNT} if decompositions else {}
+class FastMath:
+    """A ``make_fx`` decomposition table (``.table``) that rewrites float32 CPU ``tanh`` into
+    :func:`rational_tanh` and counts the rewrites (``.rewrites``); empty when not ``enabled``."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.rewrites = 0
+        self.table: dict[Any, Any] = {aten.tanh.default: self._tanh} if enabled else {}
+
+    def _tanh(self, x: torch.Tensor) -> Any:
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            return NotImplemented  # traced as ATen's tanh
+        self.rewrites += 1
+        return rational_tanh(x)
+
+    def inductor_settings(self) -> dict[str, Any]:
+        """Inductor config overrides for the graph traced with ``table``."""
+        return {"realize_opcount_threshold": REALIZE_OPCOUNT} if self.rewrites else {}
