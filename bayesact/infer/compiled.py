@@ -6,7 +6,8 @@ compiled here are pure and always called with the same shapes, dtypes and layout
 sampler's state), so they are traced once to a graph of ATen operations
 (``torch.fx.experimental.proxy_tensor.make_fx``) and handed to TorchInductor directly
 (``torch._inductor.compile``), which checks only sizes and strides. A call with another
-layout recompiles; the compiled result is checked against the eager function once.
+layout recompiles; the compiled result is checked against the eager function once (against
+the traced graph when :mod:`bayesact.infer.fast_math` rewrote float32 CPU ``tanh`` in it).
 """
 
 from __future__ import annotations
