@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ from bayesact.infer.hmc_core import (
     make_metric,
     nuts_transition,
 )
+from bayesact.infer.phases import Phase, run_phases
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import Potential, build_potential
 
@@ -312,70 +312,67 @@ class _Run:
         self.checkpoint = checkpoint
 
     def run(self, progress: bool) -> Posterior:
-        cfg, state = self.cfg, self.state
+        cfg = self.cfg
         gen = torch.Generator(device=cfg.device)
-        gen.set_state(state.generator_state)
+        gen.set_state(self.state.generator_state)
         grad_fn = _Counter(self.potential.value_and_grad)
-        metric = make_metric(state.inverse_mass)
+        metric = make_metric(self.state.inverse_mass)
         kernels = None
         if cfg.compile and cfg.method == "nuts" and self.potential.graph is not None:
             kernels = self._compile_kernels(grad_fn)
         windows = adaptation_windows(cfg.num_warmup)
         total = cfg.num_warmup + cfg.num_samples
         interrupted = False
-        bar = None
+        divergences = 0
+        calls0 = grad_fn.calls
+
+        def advance(phase: Phase, bar: tqdm) -> bool:
+            nonlocal metric, divergences
+            state = self.state
+            (z, u, g), stats = _transition(state, metric, cfg, grad_fn, gen, kernels)
+            new_state = SamplerState(**{**state.__dict__, "z": z, "potential": u, "grad": g})
+            if phase.name == "warmup":
+                metric = _adapt(new_state, stats, metric, cfg, windows, grad_fn, gen)
+            else:
+                k = new_state.iteration - cfg.num_warmup
+                new_state.draws[:, k] = z
+                for name in TransitionStats._fields:
+                    new_state.stats[name][:, k] = getattr(stats, name)
+                new_state.stats["step_size"][:, k] = new_state.step_size
+                new_state.stats["lp"][:, k] = -u
+                new_state.chain_gradients += int(stats.num_steps.sum())
+            new_state.iteration += 1
+            new_state.generator_state = gen.get_state()
+            self.state = state = new_state
+            divergences += int(stats.diverging.sum()) if progress else 0
+            bar.update(1)
+            if progress and state.iteration % 10 == 0:
+                bar.set_postfix(step=f"{float(state.step_size.mean()):.2e}", div=divergences,
+                                refresh=False)
+            if self.checkpoint and state.iteration % cfg.checkpoint_every == 0:
+                self.save()
+            return True
+
+        def on_phase_end(phase: Phase, seconds: float) -> None:
+            nonlocal divergences, calls0
+            state = self.state
+            calls = grad_fn.calls - calls0
+            if phase.name == "warmup":
+                state.warmup_seconds += seconds
+            else:
+                state.sampling_seconds += seconds
+                state.sampling_gradient_calls += calls
+            state.num_gradient_calls += calls
+            divergences, calls0 = 0, grad_fn.calls
+
+        phases = [Phase("warmup", 0, cfg.num_warmup), Phase("sample", cfg.num_warmup, total)]
         try:
-            for phase, end in (("warmup", cfg.num_warmup), ("sample", total)):
-                if state.iteration >= end:
-                    continue
-                start = cfg.num_warmup if phase == "sample" else 0
-                bar = tqdm(
-                    total=end - start, initial=state.iteration - start, desc=phase,
-                    disable=not progress, leave=True, dynamic_ncols=True,
-                )
-                divergences = 0
-                t0 = time.perf_counter()
-                calls0 = grad_fn.calls
-                try:
-                    while state.iteration < end:
-                        (z, u, g), stats = _transition(state, metric, cfg, grad_fn, gen, kernels)
-                        new_state = SamplerState(**{**state.__dict__, "z": z, "potential": u, "grad": g})
-                        if phase == "warmup":
-                            metric = _adapt(new_state, stats, metric, cfg, windows, grad_fn, gen)
-                        else:
-                            k = new_state.iteration - cfg.num_warmup
-                            new_state.draws[:, k] = z
-                            for name in TransitionStats._fields:
-                                new_state.stats[name][:, k] = getattr(stats, name)
-                            new_state.stats["step_size"][:, k] = new_state.step_size
-                            new_state.stats["lp"][:, k] = -u
-                            new_state.chain_gradients += int(stats.num_steps.sum())
-                        new_state.iteration += 1
-                        new_state.generator_state = gen.get_state()
-                        self.state = state = new_state
-                        divergences += int(stats.diverging.sum()) if progress else 0
-                        bar.update(1)
-                        if progress and state.iteration % 10 == 0:
-                            bar.set_postfix(
-                                step=f"{float(state.step_size.mean()):.2e}", div=divergences,
-                                refresh=False,
-                            )
-                        if self.checkpoint and state.iteration % cfg.checkpoint_every == 0:
-                            self.save()
-                finally:
-                    elapsed = time.perf_counter() - t0
-                    if phase == "warmup":
-                        state.warmup_seconds += elapsed
-                    else:
-                        state.sampling_seconds += elapsed
-                    state.num_gradient_calls += grad_fn.calls - calls0
-                    if phase == "sample":
-                        state.sampling_gradient_calls += grad_fn.calls - calls0
-                    bar.close()
+            run_phases(phases, lambda: self.state.iteration, advance, on_phase_end, progress,
+                       dynamic_ncols=True)
         except KeyboardInterrupt:
             interrupted = True
             warnings.warn(
-                f"sampling interrupted after {state.iteration} of {total} iterations; "
+                f"sampling interrupted after {self.state.iteration} of {total} iterations; "
                 "returning the draws made so far"
                 + (f" (checkpoint saved to {self.checkpoint})" if self.checkpoint else ""),
                 stacklevel=3,

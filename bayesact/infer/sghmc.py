@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from bayesact.infer.checkpoint import SGHMC_FORMAT, checkpoint_payload, save_checkpoint
 from bayesact.infer.minibatch import MinibatchPotential
+from bayesact.infer.phases import Phase, run_phases
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.replay import replay_sites
 from bayesact.infer.sampler import _check_int, _check_observed, _move, _resolve_device_dtype
@@ -187,36 +187,34 @@ class _SGHMCRun:
         gen.set_state(st.generator_state)
         interrupted = False
         nonfinite_at: int | None = None
-        phases = [("burn-in", 0, cfg.num_burnin), ("sampling", cfg.num_burnin, cfg.num_steps)]
         inverse_mass = st.grad_sq_avg.rsqrt()
+
+        def advance(phase: Phase, bar: tqdm) -> bool:
+            nonlocal inverse_mass, nonfinite_at
+            burnin = phase.name == "burn-in"
+            nonfinite_at = self._step(gen, inverse_mass, burnin)
+            if nonfinite_at is not None:
+                return False
+            if burnin:
+                inverse_mass = st.grad_sq_avg.rsqrt()
+            if st.iteration % 100 == 0 or st.iteration == phase.end:
+                bar.update(st.iteration - phase.begin - bar.n)
+            if self.checkpoint and st.iteration % cfg.checkpoint_every == 0:
+                st.generator_state = gen.get_state()
+                self.save()
+            return True
+
+        def on_phase_end(phase: Phase, seconds: float) -> None:
+            if phase.name == "burn-in":
+                st.burnin_seconds += seconds
+            else:
+                st.sampling_seconds += seconds
+
+        phases = [Phase("burn-in", 0, cfg.num_burnin, "sghmc burn-in"),
+                  Phase("sampling", cfg.num_burnin, cfg.num_steps, "sghmc sampling")]
         try:
-            for phase, begin, end in phases:
-                if st.iteration >= end:
-                    continue
-                bar = tqdm(total=end - begin, initial=st.iteration - begin, desc=f"sghmc {phase}",
-                           disable=not progress, leave=True, mininterval=0.5)
-                t0 = time.perf_counter()
-                try:
-                    while st.iteration < end:
-                        nonfinite_at = self._step(gen, inverse_mass, phase == "burn-in")
-                        if nonfinite_at is not None:
-                            break
-                        if phase == "burn-in":
-                            inverse_mass = st.grad_sq_avg.rsqrt()
-                        if st.iteration % 100 == 0 or st.iteration == end:
-                            bar.update(st.iteration - begin - bar.n)
-                        if self.checkpoint and st.iteration % cfg.checkpoint_every == 0:
-                            st.generator_state = gen.get_state()
-                            self.save()
-                finally:
-                    elapsed = time.perf_counter() - t0
-                    if phase == "burn-in":
-                        st.burnin_seconds += elapsed
-                    else:
-                        st.sampling_seconds += elapsed
-                    bar.close()
-                if nonfinite_at is not None:
-                    break
+            run_phases(phases, lambda: st.iteration, advance, on_phase_end, progress,
+                       mininterval=0.5)
         except KeyboardInterrupt:
             interrupted = True
             if self.stream is not None:
