@@ -323,10 +323,10 @@ def run_numpyro(task: Task, chains: int, seed: int) -> Row | None:
     samp = time.perf_counter() - t0
     samples = runner.get_samples(group_by_chain=True)
     grads = float(np.asarray(runner.get_extra_fields()["num_steps"]).sum())
-    e, ef = min_ess({k: np.asarray(v) for k, v in samples.items()}, task)
+    e, ef = min_ess(samples, task)  # both helpers convert the JAX arrays with np.asarray
     return Row("NumPyro NUTS", chains, warm, samp, 0.0, grads, e, ef,
                note="chain_method='sequential'; warmup time includes JIT compilation",
-               ess_within=within_chain_ess({k: np.asarray(v) for k, v in samples.items()}, task))
+               ess_within=within_chain_ess(samples, task))
 
 
 # ------------------------------------------------------------------------------------------

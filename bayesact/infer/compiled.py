@@ -141,7 +141,7 @@ class CompiledFunction:
         self.out_spec = [_arg_spec(o) for o in outs]
         self.compile_seconds = 0.0
         flat = _flatten(example_args)
-        self._compiled, traced = self._compile(flat)
+        self._compiled, traced = self._compile(flat, reference=True)
         got = self._compiled(*flat)
         dtype = next((t.dtype for t in flat if t.is_floating_point()), torch.float32)
         # with fast math the traced graph computes (slightly) different numbers than ``fn``:
@@ -156,10 +156,10 @@ class CompiledFunction:
         return _flatten((out,) if self.single else out)
 
     def _compile(
-        self, flat: list[torch.Tensor]
+        self, flat: list[torch.Tensor], reference: bool = False
     ) -> tuple[Callable[..., list[torch.Tensor]], list[torch.Tensor] | None]:
-        """The compiled function and, when fast math rewrote the graph, the traced graph's
-        eager outputs at ``flat``."""
+        """The compiled function and, with ``reference`` and when fast math rewrote the graph,
+        the traced graph's eager outputs at ``flat`` (run before Inductor sees the graph)."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         # make_fx tracks tensors by identity: a tensor passed twice (a one-point tree has the
@@ -171,7 +171,7 @@ class CompiledFunction:
             warnings.simplefilter("ignore")
             fast_math = FastMath(self.fast_math)
             graph = make_fx(self._flat_fn, decomposition_table=fast_math.table)(*flat)
-            traced = list(graph(*flat)) if fast_math.rewrites else None
+            traced = list(graph(*flat)) if reference and fast_math.rewrites else None
             with torch._inductor.config.patch(fast_math.inductor_settings()):
                 compiled = torch._inductor.compile(graph, flat)
         self.compile_seconds += time.perf_counter() - t0
