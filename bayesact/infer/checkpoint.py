@@ -1,53 +1,378 @@
-"""Checkpoints of long runs: atomic saves of the sampler state, and :func:`resume`.
+"""Safe files for long runs: checkpoints, :func:`resume`, and the file format they share.
 
-A checkpoint is a ``torch.save`` file holding the run's configuration, its complete state
-(position, adaptation, draws so far, the random stream) and, when they can be pickled, the
-model and its arguments. Both samplers (:func:`~bayesact.infer.mcmc` and
-:func:`~bayesact.infer.sghmc`) write one; :func:`resume` continues either.
+Every file bayesact writes (MCMC and SGHMC checkpoints, :meth:`Posterior.save
+<bayesact.infer.Posterior.save>`, functional-prior fits) is a *safe file*: a one-line header
+``bayesact-safe/1 sha256=<hex> size=<bytes>`` followed by a ``torch.save`` payload that holds only
+tensors, numbers, strings, ``None`` and lists/tuples/dicts of them. :func:`load_checkpoint`
+checks the size and the SHA-256 of the payload (a truncated or corrupted file raises a
+``ValueError`` naming it) and reads it with ``torch.load(weights_only=True)``, so loading never
+runs code stored in the file. The model is never pickled: a checkpoint names it by import path
+(``module:qualname``) when it is a module-level function, and otherwise :func:`resume` needs it
+passed again. Writes are atomic (a temporary file in the same folder, ``fsync``, ``os.replace``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib
+import io
 import os
 import pickle
+import sys
+import tempfile
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["MCMC_FORMAT", "SGHMC_FORMAT", "checkpoint_payload", "resume", "save_checkpoint"]
+__all__ = [
+    "MCMC_FORMAT",
+    "SGHMC_FORMAT",
+    "checkpoint_payload",
+    "from_plain",
+    "is_safe_file",
+    "load_checkpoint",
+    "resume",
+    "save_checkpoint",
+    "to_plain",
+]
 
-MCMC_FORMAT = "bayesact.infer.checkpoint/1"
-SGHMC_FORMAT = "bayesact.infer.sghmc-checkpoint/1"
+MCMC_FORMAT = "bayesact.infer.checkpoint/2"
+SGHMC_FORMAT = "bayesact.infer.sghmc-checkpoint/2"
+_MAGIC = b"bayesact-safe/1"
+_PLAIN_SCALARS = (bool, int, float, str, type(None))
 
 
-def save_checkpoint(path: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically (a temporary file, then a rename)."""
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+# ------------------------------------------------------------------------------------------
+# plain data: what a safe file may hold
+# ------------------------------------------------------------------------------------------
+def to_plain(obj: Any) -> Any:
+    """``obj`` as plain data: dataclasses and named tuples become dicts of their fields,
+    ``torch.dtype`` and ``torch.device`` their names, tensors are detached; tensors, numbers,
+    strings, ``None`` and lists/tuples/dicts of them are kept. :func:`from_plain` rebuilds.
+
+    Raises:
+        TypeError: ``obj`` holds something else (the message gives where).
+    """
+    return _plain(obj, "value")
 
 
-def _picklable(obj: Any) -> bool:
+def _plain(obj: Any, where: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().as_subclass(torch.Tensor)
+    if isinstance(obj, _PLAIN_SCALARS):
+        return obj
+    if isinstance(obj, torch.dtype | torch.device):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name), f"{where}.{f.name}") for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple
+        return {k: _plain(v, f"{where}.{k}") for k, v in zip(obj._fields, obj, strict=True)}
+    if isinstance(obj, dict):
+        for k in obj:
+            if not isinstance(k, str | int):
+                raise TypeError(f"{where}: dict keys must be str or int, got {type(k).__name__}")
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, list | tuple):  # torch.Size and other tuple subclasses become tuples
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise TypeError(
+        f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}: a safe file holds only "
+        "tensors, numbers, strings, None and lists/tuples/dicts of them"
+    )
+
+
+def _is_plain(obj: Any) -> bool:
     try:
-        pickle.dumps(obj)
-    except Exception:
+        _plain(obj, "value")
+    except TypeError:
         return False
     return True
 
 
-def checkpoint_payload(
-    fmt: str, config: dict[str, Any], state: Any, model: Callable[..., Any], args: tuple, kwargs: dict
+def _dtype(name: str) -> torch.dtype:
+    value = getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown torch dtype {name!r} in the file")
+    return value
+
+
+def _rebuild(tp: Any, value: Any) -> Any:
+    if tp is torch.dtype:
+        return _dtype(value)
+    if tp is torch.device:
+        return torch.device(value)
+    if isinstance(tp, type) and isinstance(value, dict) and (
+        dataclasses.is_dataclass(tp) or (issubclass(tp, tuple) and hasattr(tp, "_fields"))
+    ):
+        return from_plain(tp, value)
+    return value
+
+
+def from_plain(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a dataclass or NamedTuple ``cls`` from :func:`to_plain`'s dict, with nested
+    dataclasses, named tuples, dtypes and devices restored from the field annotations."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected the fields of {cls.__name__} in the file, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls._fields)
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise ValueError(f"the file lacks the field(s) {missing} of {cls.__name__}")
+    return cls(**{n: _rebuild(hints.get(n), data[n]) for n in names})
+
+
+# ------------------------------------------------------------------------------------------
+# the file: header + checksum + weights-only payload, written atomically
+# ------------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (a dict with a ``"format"`` string) to ``path`` as a safe file.
+
+    Objects are first converted with :func:`to_plain` (dataclasses, named tuples, dtypes);
+    anything else that is not plain data raises ``TypeError`` before the file is touched. The
+    write is atomic: a temporary file in the same folder, flushed and ``fsync``-ed, then
+    ``os.replace``-d over ``path``, so a crash leaves either the old or the new file.
+    """
+    path = os.fspath(path)
+    if not isinstance(payload, dict) or not isinstance(payload.get("format"), str):
+        raise TypeError("payload must be a dict with a 'format' string")
+    buffer = io.BytesIO()
+    torch.save(_plain(payload, "payload"), buffer)
+    data = buffer.getvalue()
+    header = b"%s sha256=%s size=%d\n" % (_MAGIC, hashlib.sha256(data).hexdigest().encode(), len(data))
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(header)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable (not possible on every platform)
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def is_safe_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts with the safe-file header (nothing else is checked)."""
+    with open(os.fspath(path), "rb") as fh:
+        return fh.read(len(_MAGIC)) == _MAGIC
+
+
+def load_checkpoint(path: str | os.PathLike, expected_format: str | tuple[str, ...]) -> dict[str, Any]:
+    """Read a file written by :func:`save_checkpoint`, checking its integrity and format.
+
+    The payload's size and SHA-256 must match the header, and it is unpickled with
+    ``torch.load(weights_only=True)``: tensors and plain data only, never code.
+
+    Args:
+        path: the file.
+        expected_format: the accepted value(s) of the payload's ``"format"``.
+
+    Raises:
+        ValueError: no such file, not a safe file (e.g. an old pickled checkpoint, which is
+            refused rather than unpickled), truncated, corrupted (checksum mismatch), holding
+            objects other than plain data, or of another format; the message names the file.
+    """
+    path = os.fspath(path)
+    expected = (expected_format,) if isinstance(expected_format, str) else tuple(expected_format)
+    if not os.path.isfile(path):
+        raise ValueError(f"no checkpoint at {path!r}")
+    with open(path, "rb") as fh:
+        header = fh.readline(256)
+        data = fh.read()
+    parts = header.rstrip(b"\n").split(b" ")
+    if parts[0] != _MAGIC or len(parts) != 3 or not header.endswith(b"\n"):
+        raise ValueError(
+            f"{path!r} is not a bayesact safe file (no '{_MAGIC.decode()}' header): it may be a "
+            "file written by an older bayesact with pickled objects, which is refused because "
+            "unpickling can run arbitrary code"
+        )
+    try:
+        digest = parts[1].removeprefix(b"sha256=").decode()
+        size = int(parts[2].removeprefix(b"size="))
+    except ValueError as exc:
+        raise ValueError(f"{path!r} has a malformed header {header!r}") from exc
+    if len(data) != size:
+        raise ValueError(
+            f"{path!r} is truncated or damaged: {len(data)} bytes of payload, the header says {size}"
+        )
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ValueError(f"{path!r} is corrupted: the SHA-256 of its payload does not match its header")
+    try:
+        payload = torch.load(io.BytesIO(data), weights_only=True, map_location=None)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path!r} was refused: it holds objects other than tensors and plain data "
+            f"(loading with weights_only=True): {exc}"
+        ) from exc
+    except Exception as exc:
+        raise ValueError(f"{path!r} could not be read as a bayesact safe file: {exc!r}") from exc
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if fmt not in expected:
+        raise ValueError(f"{path!r} has format {fmt!r}, expected {' or '.join(map(repr, expected))}")
+    return payload
+
+
+# ------------------------------------------------------------------------------------------
+# the model (by import path) and the fingerprint of model and data
+# ------------------------------------------------------------------------------------------
+def model_reference(model: Any) -> str | None:
+    """``"module:qualname"`` for a module-level Python function, else ``None``."""
+    if not isinstance(model, types.FunctionType):
+        return None
+    qualname = getattr(model, "__qualname__", "")
+    if "<" in qualname or "." in qualname:  # a lambda, a nested function, a method
+        return None
+    return f"{model.__module__}:{qualname}"
+
+
+_HINT = "pass the model and its arguments: resume(path, model, *args)"
+
+
+def resolve_model(ref: str | None, path: str) -> Callable[..., Any]:
+    """Import the model named by :func:`model_reference` (only a module-level, non-stdlib Python
+    function whose own module and name match the reference)."""
+    if ref is None:
+        raise ValueError(
+            f"{path!r} does not name an importable model (it was a lambda, a nested function, a "
+            f"method or a module instance, which are never pickled): {_HINT}"
+        )
+    module_name, _, name = ref.partition(":")
+    if module_name == "__main__":
+        raise ValueError(
+            f"the model of {path!r} is '{name}' from the script that ran it (__main__), which "
+            f"cannot be imported from here: {_HINT}"
+        )
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top in ("builtins", "torch", "pyro"):
+        raise ValueError(f"{path!r} names {ref!r} as its model, which is refused: {_HINT}")
+    try:
+        obj = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"could not import the model {ref!r} of {path!r} ({exc}): {_HINT}") from exc
+    if model_reference(obj) != ref:
+        raise ValueError(f"{ref!r} (named by {path!r}) is not a module-level function: {_HINT}")
+    return obj
+
+
+def _describe(value: Any) -> dict[str, Any]:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest = hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()
+        return {"kind": "tensor", "shape": list(value.shape), "dtype": str(value.dtype), "sha256": digest}
+    if isinstance(value, _PLAIN_SCALARS):
+        return {"kind": "value", "value": repr(value)}
+    return {"kind": f"{type(value).__module__}.{type(value).__qualname__}"}
+
+
+def latent_shapes(model: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, list[int]]:
+    """Latent site name -> shape, from one prior trace (torch's global random stream is kept)."""
+    from bayesact.infer.potential import trace_model
+
+    with torch.random.fork_rng(devices=[]):
+        tr = trace_model(model, args, kwargs)
+    return {
+        name: list(site["value"].shape)
+        for name, site in tr.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+
+
+def fingerprint(
+    model: Callable[..., Any], args: tuple, kwargs: dict, latent: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The checkpoint contents; the model and its arguments only when they can be pickled."""
-    keep = _picklable((model, args, kwargs))
+    """Shapes, dtypes and SHA-256 of the tensor arguments, the other arguments' values, and
+    the latent site names and shapes (``latent``, or one prior trace of the model)."""
+    if latent is None:
+        latent = latent_shapes(model, args, kwargs)
+    latent = {str(k): [int(n) for n in v] for k, v in latent.items()}
+    return {
+        "args": [_describe(a) for a in args],
+        "kwargs": {str(k): _describe(v) for k, v in kwargs.items()},
+        "latent": latent,
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], label: str) -> list[str]:
+    if old == new:
+        return []
+    if old.get("kind") != new.get("kind"):
+        return [f"{label} is a {new.get('kind')} here but was a {old.get('kind')}"]
+    if old["kind"] == "value":
+        return [f"{label} is {new['value']} here but was {old['value']}"]
+    out = []
+    for key, what in (("shape", "shape"), ("dtype", "dtype")):
+        if old.get(key) != new.get(key):
+            out.append(f"{label} has {what} {new.get(key)} here but {old.get(key)} in the checkpoint")
+    if not out and old.get("sha256") != new.get("sha256"):
+        out.append(f"{label} has the same shape and dtype but different values (data hash differs)")
+    return out
+
+
+def check_fingerprint(stored: dict[str, Any], current: dict[str, Any], path: str) -> None:
+    """Refuse a model or data that differ from the checkpointed run, naming what differs."""
+    problems: list[str] = []
+    old_args, new_args = stored.get("args", []), current["args"]
+    if len(old_args) != len(new_args):
+        problems.append(f"{len(new_args)} positional argument(s) here but {len(old_args)} in the checkpoint")
+    for i, (old, new) in enumerate(zip(old_args, new_args, strict=False)):
+        problems += _differences(old, new, f"argument {i + 1} (args[{i}])")
+    old_kw, new_kw = stored.get("kwargs", {}), current["kwargs"]
+    for key in sorted(set(old_kw) ^ set(new_kw)):
+        where = "here only" if key in new_kw else "in the checkpoint only"
+        problems.append(f"model keyword argument '{key}' given {where}")
+    for key in sorted(set(old_kw) & set(new_kw)):
+        problems += _differences(old_kw[key], new_kw[key], f"model keyword argument '{key}'")
+    old_lat, new_lat = stored.get("latent", {}), current["latent"]
+    for name in sorted(set(old_lat) - set(new_lat)):
+        problems.append(f"latent site '{name}' of the checkpoint is missing from the model")
+    for name in sorted(set(new_lat) - set(old_lat)):
+        problems.append(f"the model has latent site '{name}', which the checkpoint lacks")
+    for name in sorted(set(old_lat) & set(new_lat)):
+        if old_lat[name] != new_lat[name]:
+            problems.append(
+                f"latent site '{name}' has shape {tuple(new_lat[name])} here but "
+                f"{tuple(old_lat[name])} in the checkpoint"
+            )
+    if problems:
+        raise ValueError(
+            f"the model or data differ from the run checkpointed in {path!r}: " + "; ".join(problems)
+        )
+
+
+def checkpoint_payload(
+    fmt: str, config: Any, state: Any, model: Callable[..., Any], args: tuple, kwargs: dict,
+    latent: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint contents as plain data: the config and state (dataclasses) as dicts, the
+    model by import path (``None`` when it has none), the arguments when they are plain data,
+    and the :func:`fingerprint` of model and data that :func:`resume` checks (``latent``: site
+    name -> shape, or ``None`` to trace the model once)."""
+    storable = _is_plain((args, kwargs))
     return {
         "format": fmt,
-        "config": config,
-        "state": state,
-        "model": model if keep else None,
-        "args": args if keep else None,
-        "kwargs": kwargs if keep else None,
+        "config": to_plain(config),
+        "state": to_plain(state),
+        "model_ref": model_reference(model),
+        "args": tuple(args) if storable else None,
+        "kwargs": dict(kwargs) if storable else None,
+        "fingerprint": fingerprint(model, args, kwargs, latent),
     }
 
 
@@ -61,34 +386,37 @@ def resume(
     """Continue an interrupted :func:`~bayesact.infer.mcmc` or :func:`~bayesact.infer.sghmc`
     run from its checkpoint to the requested count.
 
-    The model and its arguments are read from the checkpoint when they could be pickled
-    (module-level functions); otherwise pass them again. The random stream continues where
-    it stopped, so an interrupted and resumed run gives the same draws as an uninterrupted one
-    (on CPU).
+    The checkpoint is read with ``torch.load(weights_only=True)`` after its checksum is
+    verified, so it cannot run code. Without ``model`` the model is imported by the path the
+    checkpoint names (a module-level function of an importable module, not ``__main__``) and
+    called with the stored arguments: resume files you did not write only with the model
+    passed. A passed ``model`` without arguments reuses the stored ones. The model and data
+    must match the checkpointed run (tensor shapes, dtypes and contents, latent sites), or a
+    ``ValueError`` names what differs. The random stream continues where it stopped, so an
+    interrupted and resumed run gives the same draws as an uninterrupted one (on CPU).
 
     Returns:
         The :class:`~bayesact.infer.Posterior` of the whole run.
     """
+    from bayesact.infer.sampler import _move
+
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"no checkpoint at {path!r}")
-    payload = torch.load(path, weights_only=False)
-    fmt = payload.get("format") if isinstance(payload, dict) else None
-    if fmt not in (MCMC_FORMAT, SGHMC_FORMAT):
-        raise ValueError(f"{path!r} is not a bayesact MCMC or SGHMC checkpoint")
+    payload = load_checkpoint(path, (MCMC_FORMAT, SGHMC_FORMAT))
     if model is None:
-        model = payload["model"]
-        args = payload["args"] or ()
-        model_kwargs = payload["kwargs"] or {}
-        if model is None:
-            raise ValueError(
-                "the checkpoint could not store the model (not picklable): "
-                "call resume(path, model, *args)"
-            )
-    if fmt == MCMC_FORMAT:
+        model = resolve_model(payload.get("model_ref"), path)
+    if not args and model_kwargs is None:
+        if payload.get("args") is None:
+            raise ValueError(f"{path!r} could not store the model's arguments (not plain data): {_HINT}")
+        args, model_kwargs = tuple(payload["args"]), dict(payload["kwargs"])
+    config = payload["config"]
+    dtype, device = _dtype(config["dtype"]), torch.device(config["device"])
+    args = tuple(_move(a, device, dtype) for a in args)
+    kwargs = {k: _move(v, device, dtype) for k, v in (model_kwargs or {}).items()}
+    check_fingerprint(payload["fingerprint"], fingerprint(model, args, kwargs), path)
+    if payload["format"] == MCMC_FORMAT:
         from bayesact.infer.sampler import resume_mcmc
 
-        return resume_mcmc(payload, path, model, args, model_kwargs or {}, progress)
+        return resume_mcmc(payload, path, model, args, kwargs, progress)
     from bayesact.infer.sghmc import resume_sghmc
 
-    return resume_sghmc(payload, path, model, args, model_kwargs or {}, progress)
+    return resume_sghmc(payload, path, model, args, kwargs, progress)

@@ -10,7 +10,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from bayesact.infer.adaptation import (
     welford_init,
     welford_update,
 )
-from bayesact.infer.checkpoint import MCMC_FORMAT, checkpoint_payload, save_checkpoint
+from bayesact.infer.checkpoint import MCMC_FORMAT, checkpoint_payload, from_plain, save_checkpoint
 from bayesact.infer.compiled import compile_nuts_kernels
 from bayesact.infer.hmc_core import (
     Metric,
@@ -382,9 +382,10 @@ class _Run:
         return self.posterior(interrupted)
 
     def save(self) -> None:
-        """Write the checkpoint (configuration, state, model when picklable)."""
+        """Write the checkpoint (configuration, state, model reference; plain data only)."""
+        latent = {s.name: s.shape for s in self.potential.sites}
         payload = checkpoint_payload(
-            MCMC_FORMAT, asdict(self.cfg), self.state, self.potential.model, self.args, self.kwargs
+            MCMC_FORMAT, self.cfg, self.state, self.potential.model, self.args, self.kwargs, latent
         )
         save_checkpoint(str(self.checkpoint), payload)
 
@@ -610,12 +611,12 @@ def resume_mcmc(
     progress: bool,
 ) -> Posterior:
     """Continue the :func:`mcmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`)."""
-    cfg = MCMCConfig(**payload["config"])
+    cfg: MCMCConfig = from_plain(MCMCConfig, payload["config"])
     args = tuple(_move(a, cfg.device, cfg.dtype) for a in args)
     model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
     potential = build_potential(
         model, args, model_kwargs, dtype=cfg.dtype, device=cfg.device,
         num_chains=cfg.num_chains, capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
     )
-    state: SamplerState = payload["state"]
+    state: SamplerState = from_plain(SamplerState, payload["state"])
     return _Run(potential, cfg, state, args, model_kwargs, path).run(progress)

@@ -24,13 +24,13 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from bayesact.infer.checkpoint import SGHMC_FORMAT, checkpoint_payload, save_checkpoint
+from bayesact.infer.checkpoint import SGHMC_FORMAT, checkpoint_payload, from_plain, save_checkpoint
 from bayesact.infer.minibatch import MinibatchPotential
 from bayesact.infer.phases import Phase, run_phases
 from bayesact.infer.posterior import Posterior
@@ -263,9 +263,10 @@ class _SGHMCRun:
         return None
 
     def save(self) -> None:
-        """Write the checkpoint (configuration, state, model when picklable)."""
-        payload = checkpoint_payload(SGHMC_FORMAT, asdict(self.cfg), self.state, self.model,
-                                     self.args, self.kwargs)
+        """Write the checkpoint (configuration, state, model reference; plain data only)."""
+        latent = {s.name: s.shape for s in self.mb.potential.sites}
+        payload = checkpoint_payload(SGHMC_FORMAT, self.cfg, self.state, self.model,
+                                     self.args, self.kwargs, latent)
         save_checkpoint(str(self.checkpoint), payload)
 
     def posterior(self, interrupted: bool, nonfinite_at: int | None) -> Posterior:
@@ -501,10 +502,10 @@ def resume_sghmc(
     progress: bool,
 ) -> Posterior:
     """Continue the :func:`sghmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`)."""
-    cfg = SGHMCConfig(**payload["config"])
+    cfg: SGHMCConfig = from_plain(SGHMCConfig, payload["config"])
     args = tuple(_move(a, cfg.device, cfg.dtype) for a in args)
     model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
     mb = MinibatchPotential(model, args, model_kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype,
                             cfg.device, capture=cfg.capture)
-    state: SGHMCState = payload["state"]
+    state: SGHMCState = from_plain(SGHMCState, payload["state"])
     return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)
