@@ -10,13 +10,48 @@ import numpy as np
 import torch
 
 from bayesact.infer import arviz_io
+from bayesact.infer.checkpoint import is_safe_file, load_checkpoint, save_checkpoint, to_plain
 from bayesact.infer.replay import replay_sites
 
-__all__ = ["Posterior"]
+__all__ = ["POSTERIOR_FORMAT", "Posterior"]
+
+POSTERIOR_FORMAT = "bayesact.infer.posterior/1"
+_NETCDF_MAGIC = (b"CDF", b"\x89HDF")
 
 # Names ArviZ reads (diverging, reached_max_treedepth, energy, ...); ``num_steps`` is kept in
 # ``sample_stats`` under both names and written to ArviZ once, as ``n_steps``.
 _ARVIZ_SKIP = {"num_steps"}
+
+
+def _plain_or_none(value: Any) -> Any:
+    try:
+        return to_plain(value)
+    except TypeError:
+        return None
+
+
+def _is_netcdf(path: str) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return any(head.startswith(m) for m in _NETCDF_MAGIC)
+
+
+def _check_dims(groups: dict[str, dict[str, np.ndarray]], dims: dict[str, list[str]]) -> None:
+    """Each named variable exists and gets one name per event dimension."""
+    ndims: dict[str, int] = {}
+    for group, variables in groups.items():
+        skip = 0 if group == "observed_data" else 2
+        for name, value in variables.items():
+            ndims.setdefault(name, np.ndim(value) - skip)
+    for name, names in dims.items():
+        if name not in ndims:
+            raise ValueError(f"dims names '{name}', which is not a variable here; have {sorted(ndims)}")
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"dims['{name}'] must be a list of dimension names, got {names!r}")
+        if len(names) != ndims[name]:
+            raise ValueError(
+                f"dims['{name}'] has {len(names)} name(s) but '{name}' has {ndims[name]} event dimension(s)"
+            )
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -128,13 +163,30 @@ class Posterior:
             if isinstance(v, keep) and v is not None
         }
 
-    def to_arviz(self) -> Any:
+    def to_arviz(
+        self, coords: dict[str, Any] | None = None, dims: dict[str, list[str]] | None = None
+    ) -> Any:
         """ArviZ object with groups posterior, sample_stats, observed_data, log_likelihood
         (one variable per observed site) and posterior_predictive when present.
 
+        Args:
+            coords: coordinate values per dimension name, e.g. ``{"obs": np.arange(n)}``.
+            dims: event dimension names per variable, e.g. ``{"y": ["obs"]}`` (as
+                ``az.from_pyro``); a name shared by several groups (an observed site in
+                ``observed_data``, ``log_likelihood`` and ``posterior_predictive``) is
+                used in all of them. Unnamed dimensions are ``<var>_dim_<k>``.
+
         Returns ``arviz.InferenceData`` on ArviZ < 1 and ``xarray.DataTree`` on ArviZ >= 1.
         """
-        return arviz_io.from_numpy(self._groups(), attrs=self._attrs())
+        groups = self._groups()
+        if coords is not None and not isinstance(coords, dict):
+            raise TypeError(f"coords must be a dict of dimension name -> values, got {type(coords).__name__}")
+        if dims is not None:
+            if not isinstance(dims, dict):
+                raise TypeError(f"dims must be a dict (variable -> dim names), got {type(dims).__name__}")
+            _check_dims(groups, dims)
+            dims = {k: list(v) for k, v in dims.items()}
+        return arviz_io.from_numpy(groups, dims=dims, coords=coords, attrs=self._attrs())
 
     def summary(self, var_names: list[str] | None = None, **kwargs: Any) -> Any:
         """ArviZ summary (mean, sd, interval, ess_bulk, ess_tail, r_hat, ...) as a DataFrame."""
@@ -143,13 +195,41 @@ class Posterior:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write all groups to a netCDF file (``Posterior.load`` reads it back)."""
-        self.to_arviz().to_netcdf(os.fspath(path))
+        """Write the draws, sample statistics, observed data, log-likelihood, posterior
+        predictive and ``info`` to a bayesact safe file (tensors and plain data with a SHA-256
+        checksum, written atomically; see :mod:`bayesact.infer.checkpoint`). It needs no
+        netCDF library, whatever the ArviZ version; for a netCDF file use
+        ``post.to_arviz().to_netcdf(path)`` (needs ``h5netcdf`` or ``netCDF4``). The model is
+        not saved.
+        """
+        info = {k: v for k, v in self.info.items() if _plain_or_none(v) is not None}
+        save_checkpoint(os.fspath(path), {
+            "format": POSTERIOR_FORMAT,
+            "samples": self.samples,
+            "sample_stats": self.sample_stats,
+            "observed": self.observed,
+            "log_likelihood": self.log_likelihood,
+            "posterior_predictive": self.posterior_predictive,
+            "info": {k: _plain_or_none(v) for k, v in info.items()},
+        })
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Posterior:
-        """Read a Posterior written by :meth:`save` (without the model: replays need it)."""
-        data = arviz_io.load_netcdf(os.fspath(path))
+        """Read a Posterior written by :meth:`save`, with its ``info`` (and ``info["path"]``),
+        without the model (replays need it). The file is checked against its checksum and read
+        with ``torch.load(weights_only=True)``: it cannot run code. netCDF files written by
+        ``to_arviz().to_netcdf`` (or by older bayesact versions) are read through ArviZ."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"no saved Posterior at {path!r}")
+        if is_safe_file(path) or not _is_netcdf(path):
+            data = load_checkpoint(path, POSTERIOR_FORMAT)
+            return cls(
+                data["samples"], data["sample_stats"], observed=data["observed"],
+                log_likelihood=data["log_likelihood"], posterior_predictive=data["posterior_predictive"],
+                info={**data["info"], "path": path},
+            )
+        data = arviz_io.load_netcdf(path)
         names = arviz_io.group_names(data)
 
         def group(name: str) -> dict[str, torch.Tensor]:

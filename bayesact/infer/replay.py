@@ -11,6 +11,7 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.util import site_is_subsample
 
 __all__ = ["replay_sites"]
 
@@ -26,8 +27,8 @@ def _one_draw(
     tr = poutine.trace(poutine.condition(inner, data=values)).get_trace(*args, **kwargs)
     out: dict[str, torch.Tensor] = {}
     for name, site in tr.nodes.items():
-        if site["type"] != "sample" or name in values:
-            continue
+        if site["type"] != "sample" or name in values or site_is_subsample(site):
+            continue  # plate index sites are not model outputs (as in Pyro's Predictive)
         infer = site["infer"]
         if infer.get("_deterministic", False):
             out[f"deterministic:{name}"] = site["value"]

@@ -13,7 +13,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoLowRankMultivariateNormal, AutoNormal
 from tqdm.auto import tqdm
 
-from bayesact.infer import arviz_io
+from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
 
 __all__ = ["SVIResult", "svi"]
@@ -61,11 +61,45 @@ class SVIResult:
                     draws[name].append(tr.nodes[name]["value"].detach())
         return {name: torch.stack(values) for name, values in draws.items()}
 
-    def to_arviz(self, num_samples: int = 1000, seed: int | None = None) -> Any:
-        """ArviZ object whose posterior group holds guide draws as one chain."""
-        samples = self.sample_posterior(num_samples, seed)
-        groups = {"posterior": {k: v.unsqueeze(0).cpu().numpy() for k, v in samples.items()}}
-        return arviz_io.from_numpy(groups, attrs={"bayesact_engine": "svi"})
+    def to_posterior(self, num_samples: int = 1000, seed: int | None = None) -> Posterior:
+        """``num_samples`` guide draws as a one-chain :class:`~bayesact.infer.Posterior`, so an
+        SVI fit works downstream like an MCMC run: ``pyro.deterministic`` sites, the pointwise
+        ``log_likelihood`` (``az.loo``, ``az.compare``), ``observed_data``,
+        :func:`~bayesact.infer.predictive`, ``summary`` and ``save``. ``sample_stats`` is empty
+        (guide draws are independent); ``info`` says ``engine="svi"``.
+        """
+        samples = {k: v.unsqueeze(0) for k, v in self.sample_posterior(num_samples, seed).items()}
+        with torch.random.fork_rng(devices=[]):
+            tr = trace_model(self.model, self.args, self.kwargs)
+        observed = {
+            name: site["value"] for name, site in tr.nodes.items()
+            if site["type"] == "sample" and site["is_observed"]
+            and not site["infer"].get("_deterministic", False)
+        }
+        info = {
+            "engine": "svi",
+            "guide": type(self.guide).__name__,
+            "num_steps": len(self.losses),
+            "final_loss": self.losses[-1] if self.losses else math.nan,
+            "num_samples": num_samples,
+            "seed": seed,
+        }
+        post = Posterior(samples, {}, model=self.model, args=self.args, kwargs=self.kwargs,
+                         observed=observed, info=info)
+        post.add_deterministic_sites()
+        return post
+
+    def to_arviz(
+        self,
+        num_samples: int = 1000,
+        seed: int | None = None,
+        coords: dict[str, Any] | None = None,
+        dims: dict[str, list[str]] | None = None,
+    ) -> Any:
+        """ArviZ object of :meth:`to_posterior`: guide draws as one chain with their
+        deterministic sites, ``log_likelihood`` and ``observed_data`` (``coords`` and ``dims``
+        as in :meth:`Posterior.to_arviz <bayesact.infer.Posterior.to_arviz>`)."""
+        return self.to_posterior(num_samples, seed).to_arviz(coords=coords, dims=dims)
 
 
 def _non_finite_site(model: Callable, guide: Any, args: tuple, kwargs: dict) -> str | None:
