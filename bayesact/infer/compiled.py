@@ -33,7 +33,27 @@ from bayesact.infer.nuts_tree import (
     tree_init,
 )
 
-__all__ = ["CompiledFunction", "compile_nuts_kernels", "outputs_close"]
+__all__ = ["CompiledFunction", "compile_nuts_kernels", "detach_constants", "outputs_close"]
+
+
+def detach_constants(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Make the constant tensors of a ``make_fx`` graph that require grad (model parameters it
+    read) detached views of the same storage, in place; returns ``graph``.
+
+    The graphs here are pure functions that compute any gradient inside; run again, they must
+    not record autograd history. torch 2.14 no longer records ``aten.detach`` in ``make_fx``
+    graphs (2.13 does), so a model reading ``parameter.detach()`` gave a graph whose outputs
+    require grad, and a sampler feeding its gradients back into its state built one autograd
+    graph over the whole run (gigabytes within a few hundred NUTS iterations).
+    """
+    for qualname, tensor in [*graph.named_parameters(), *graph.named_buffers()]:
+        if not tensor.requires_grad:
+            continue
+        owner_name, _, name = qualname.rpartition(".")
+        owner = graph.get_submodule(owner_name)
+        owner._parameters.pop(name, None)
+        owner._buffers[name] = tensor.detach()
+    return graph
 
 
 def _arg_spec(arg: Any) -> type | None:
@@ -170,7 +190,7 @@ class CompiledFunction:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fast_math = FastMath(self.fast_math)
-            graph = make_fx(self._flat_fn, decomposition_table=fast_math.table)(*flat)
+            graph = detach_constants(make_fx(self._flat_fn, decomposition_table=fast_math.table)(*flat))
             traced = list(graph(*flat)) if reference and fast_math.rewrites else None
             with torch._inductor.config.patch(fast_math.inductor_settings()):
                 compiled = torch._inductor.compile(graph, flat)

@@ -34,7 +34,7 @@ from pyro.distributions.transforms import biject_to
 from pyro.poutine.messenger import Messenger
 from torch.distributions.transforms import Transform
 
-from bayesact.infer.compiled import CompiledFunction, outputs_close
+from bayesact.infer.compiled import CompiledFunction, detach_constants, outputs_close
 
 __all__ = ["LatentSite", "Potential", "build_potential", "trace_model"]
 
@@ -241,7 +241,9 @@ class Potential:
             return -self._log_joint_one(x, batch)
 
         in_dims = (0, *((0 if self.batched_data else None) for _ in data))
-        with _model_context(self.dtype):
+        # ``grad`` ignores the outer no_grad; it keeps the model's parameters out of the outputs'
+        # autograd history (a sampler feeding them back would otherwise grow it over the run)
+        with _model_context(self.dtype), torch.no_grad():
             grad, value = torch.func.vmap(torch.func.grad_and_value(pot), in_dims=in_dims)(z, *data)
         return value, grad
 
@@ -336,7 +338,7 @@ class Potential:
         graph = make_fx(value_and_grad)(example, *data)
         graph.graph.eliminate_dead_code()
         graph.recompile()
-        return graph
+        return detach_constants(graph)  # torch 2.14's make_fx drops detach: see its docstring
 
 
 def build_potential(
