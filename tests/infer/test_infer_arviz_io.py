@@ -64,3 +64,15 @@ def test_summary_reports_convergence_columns():
 def test_unknown_group_is_rejected():
     with pytest.raises(ValueError, match="unknown ArviZ group"):
         arviz_io.from_numpy({"posterior_samples": {"a": np.zeros((1, 2))}})
+
+
+def test_dims_and_coords_name_event_dimensions_in_every_group():
+    groups = make_groups(np.random.default_rng(2))
+    data = arviz_io.from_numpy(groups, dims={"y": ["obs"], "w": ["feature"]},
+                               coords={"obs": np.arange(7) * 10, "feature": ["a", "b", "c"]})
+    for group in ("log_likelihood", "posterior_predictive"):
+        assert data[group]["y"].dims == ("chain", "draw", "obs")
+    assert data["observed_data"]["y"].dims == ("obs",)
+    assert data["posterior"]["w"].dims == ("chain", "draw", "feature")
+    np.testing.assert_array_equal(data["observed_data"]["obs"].values, np.arange(7) * 10)
+    assert list(data["posterior"]["feature"].values) == ["a", "b", "c"]
