@@ -16,15 +16,10 @@ from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
 from bayesact import activations
 from bayesact.priors import GaussianPrior, HierarchicalPrior, WeightPrior
+from bayesact.priors._checks import check_int
 
 LIKELIHOODS = ("gaussian", "student_t", "bernoulli", "categorical")
 STUDENT_T_DF = 4.0
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"'{name}' must be a positive int, got {value!r}")
-    return value
 
 
 def _activation_module(activation: str | nn.Module) -> nn.Module:
@@ -41,12 +36,16 @@ def _activation_module(activation: str | nn.Module) -> nn.Module:
     return module
 
 
+def _concrete(t: Tensor) -> bool:
+    """Whether ``t`` holds values a data-dependent check can read: not while the model is traced
+    (``make_fx``, ``torch.compile``) or ``t`` is vmapped. The eager call that precedes every capture
+    runs the checks."""
+    return get_proxy_mode() is None and not torch.compiler.is_compiling() and not is_batchedtensor(t)
+
+
 def _all_finite(t: Tensor) -> bool:
-    """``isfinite(t).all()``, or ``True`` while the model is traced or vmapped (a data-dependent
-    check cannot run there; the eager call that precedes every capture has already run it)."""
-    if get_proxy_mode() is not None or torch.compiler.is_compiling() or is_batchedtensor(t):
-        return True
-    return bool(torch.isfinite(t).all())
+    """``isfinite(t).all()`` (one host sync), or ``True`` where ``t`` is not concrete."""
+    return not _concrete(t) or bool(torch.isfinite(t).all())
 
 
 def _drop_data_slot(value: Tensor, event_dim: int) -> Tensor:
@@ -79,7 +78,8 @@ class BNN(PyroModule):
         out_dim: outputs (classes for ``likelihood="categorical"``).
         activation: a name from :mod:`bayesact.activations` or an elementwise module.
         prior: a :class:`~bayesact.priors.WeightPrior` (or anything with a ``.prior`` attribute that is
-            one, such as a fitted functional prior) over ``len(hidden) + 1`` layers.
+            one, such as a fitted functional prior) over ``len(hidden) + 1`` layers; a prior made
+            without a layer count (``GaussianPrior()``) takes the network's.
         likelihood: "gaussian", "student_t" (4 degrees of freedom), "bernoulli" or "categorical".
         noise_std: fixed observation noise; ``None`` makes it a latent with a HalfNormal(1) prior.
     """
@@ -98,9 +98,9 @@ class BNN(PyroModule):
         if isinstance(hidden, int) or not isinstance(hidden, Sequence):
             raise TypeError(f"'hidden' must be a sequence of widths, got {type(hidden).__name__}")
         self.widths = (
-            _positive_int(in_dim, "in_dim"),
-            *(_positive_int(h, "hidden") for h in hidden),
-            _positive_int(out_dim, "out_dim"),
+            check_int(in_dim, "in_dim"),
+            *(check_int(h, "hidden") for h in hidden),
+            check_int(out_dim, "out_dim"),
         )
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"'likelihood' must be one of {LIKELIHOODS}, got {likelihood!r}")
@@ -112,14 +112,14 @@ class BNN(PyroModule):
         self.noise_std = None if noise_std is None else float(noise_std)
         self.activation = _activation_module(activation)
         weight_prior = prior.prior if prior is not None and hasattr(prior, "prior") else prior
-        weight_prior = weight_prior if weight_prior is not None else GaussianPrior(self.num_layers)
+        weight_prior = weight_prior if weight_prior is not None else GaussianPrior()
         if not isinstance(weight_prior, WeightPrior):
             raise TypeError(f"'prior' must be a WeightPrior, got {type(weight_prior).__name__}")
-        if weight_prior.num_layers != self.num_layers:
+        if weight_prior.num_layers not in (None, self.num_layers):
             raise ValueError(
                 f"'prior' covers {weight_prior.num_layers} layers but the network has {self.num_layers}"
             )
-        self.prior = weight_prior
+        self.prior = weight_prior.bind(self.num_layers)
 
     @property
     def num_layers(self) -> int:
@@ -141,10 +141,13 @@ class BNN(PyroModule):
 
     def forward(self, x: Tensor, y: Tensor | None = None, total_size: int | None = None) -> Tensor:
         self._check_x(x)
+        y = self._check_y(y, x.shape[0], x.dtype)
         h = x
         for layer in range(self.num_layers):
             fan_in, fan_out = self.widths[layer], self.widths[layer + 1]
-            weight, bias = self.prior.pyro_sample_layer(layer, f"layers.{layer}", fan_in, fan_out)
+            weight, bias = self.prior.pyro_sample_layer(
+                layer, f"layers.{layer}", fan_in, fan_out, dtype=x.dtype, device=x.device
+            )
             h = self._layer(h, _drop_data_slot(weight, 2), _drop_data_slot(bias, 1), layer)
         f = pyro.deterministic("f", h)
         self._observe(f, y, x.shape[0], total_size)
@@ -157,8 +160,7 @@ class BNN(PyroModule):
         activation's parameters, if trainable).
         """
         self._check_x(x)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"'n' must be a positive int, got {n!r}")
+        check_int(n, "n")
         h = x
         for layer in range(self.num_layers):
             weight, bias = self.prior.rsample_layer(layer, self.widths[layer], self.widths[layer + 1], n)
@@ -195,7 +197,6 @@ class BNN(PyroModule):
 
     # ------------------------------------------------------------------ the likelihood
     def _observe(self, f: Tensor, y: Tensor | None, n: int, total_size: int | None) -> None:
-        y = self._check_y(y, n)
         if self.likelihood in ("gaussian", "student_t"):
             scale: Tensor | float
             if self.noise_std is None:
@@ -214,20 +215,42 @@ class BNN(PyroModule):
         with pyro.plate("data", size=size, subsample=torch.arange(n, device=f.device)):
             pyro.sample("obs", obs_dist, obs=y)
 
-    def _check_y(self, y: Tensor | None, n: int) -> Tensor | None:
+    def _check_y(self, y: Tensor | None, n: int, dtype: torch.dtype) -> Tensor | None:
+        """``y`` checked against the likelihood and cast for it: regression targets and bernoulli
+        labels to the network's dtype, categorical labels to int64."""
         if y is None:
             return None
-        if not isinstance(y, Tensor):
-            raise TypeError("'y' must be a tensor or None")
-        if y.shape[0] != n:
-            raise ValueError(f"'y' has {y.shape[0]} rows but 'x' has {n}")
-        if not _all_finite(y.float()):
-            raise ValueError("'y' contains NaN or inf")
+        if not isinstance(y, Tensor) or y.is_complex():
+            raise TypeError(f"'y' must be a real tensor or None, got {type(y).__name__}")
+        if y.dim() == 0 or y.shape[0] != n:
+            raise ValueError(f"'y' has {y.shape[0] if y.dim() else 0} rows but 'x' has {n}")
         if self.likelihood in ("gaussian", "student_t"):
+            if y.is_floating_point() and not _all_finite(y):
+                raise ValueError("'y' contains NaN or inf")
             if y.dim() == 1 and self.widths[-1] == 1:
                 y = y.unsqueeze(-1)
             if y.shape != (n, self.widths[-1]):
                 raise ValueError(f"'y' must have shape ({n}, {self.widths[-1]}), got {tuple(y.shape)}")
-        elif y.dim() != 1:
+            return y.to(dtype)
+        if y.dim() != 1:
             raise ValueError(f"'y' must have shape ({n},) for a {self.likelihood} likelihood")
-        return y
+        num_classes = 2 if self.likelihood == "bernoulli" else self.widths[-1]
+        self._check_labels(y, num_classes)
+        return y.to(dtype) if self.likelihood == "bernoulli" else y.long()
+
+    def _check_labels(self, y: Tensor, num_classes: int) -> None:
+        """Labels must be the integers 0..num_classes-1 (one host sync, on concrete tensors only)."""
+        if not _concrete(y):
+            return
+        valid = (y >= 0) & (y < num_classes)
+        if y.is_floating_point():
+            valid &= y == torch.round(y)  # NaN fails every comparison
+        if bool(valid.all()):
+            return
+        if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+            raise ValueError("'y' contains NaN or inf")
+        if self.likelihood == "bernoulli":
+            allowed = "0 or 1"
+        else:
+            allowed = f"integers 0 to {num_classes - 1} for out_dim={num_classes}"
+        raise ValueError(f"'y' must hold {self.likelihood} labels ({allowed}), got {y[~valid][0].item()!r}")

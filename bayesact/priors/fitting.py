@@ -10,6 +10,9 @@ covariance at the measurement points, which needs no critic.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,20 +23,73 @@ import torch
 from torch import Tensor
 from tqdm.auto import trange
 
+from ._checks import check_int, check_real
 from .base import WeightPrior
 from .gaussian import GaussianPrior
 from .hierarchical import HierarchicalPrior
-from .nngp_matching import bnn_nngp, relative_frobenius, target_covariance
+from .nngp_matching import (
+    NonFiniteTargetError,
+    bnn_nngp,
+    relative_frobenius,
+    target_covariance,
+    target_samples,
+)
 from .wasserstein import critic_gap, slope_estimate, train_critic
 
 METHODS = ("wasserstein", "nngp")
+CHECKPOINT_FORMAT = "bayesact.priors.fit-checkpoint/1"
+FITTED_FORMAT = "bayesact.priors.fitted-prior/1"
+#: a positive hyperparameter (std, shape, rate) below this has collapsed: the fit cannot recover it
+COLLAPSE_THRESHOLD = 1e-6
 _PRIOR_CLASSES: dict[str, type[WeightPrior]] = {
     "GaussianPrior": GaussianPrior,
     "HierarchicalPrior": HierarchicalPrior,
 }
 
 
-@dataclass
+def atomic_save(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, flushed and fsynced, then renamed over it:
+    a failed write (disk full, interruption) leaves any previous file at ``path`` intact."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where directories can be synced
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def safe_load(path: Path, fmt: str, keys: tuple[str, ...], what: str) -> dict[str, Any]:
+    """A file written by :func:`atomic_save`, read with ``torch.load(weights_only=True)`` (no code runs
+    from it) and checked to be a dict of format ``fmt`` holding ``keys``; else a ValueError."""
+    try:
+        payload = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{str(path)!r} is not a readable {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format", fmt) != fmt or not set(keys) <= set(payload):
+        raise ValueError(f"{str(path)!r} is not a {what} (expected format {fmt!r})")
+    return payload
+
+
+def _summary(values: Tensor) -> str:
+    """A short summary of per-layer values: all of them up to 4 layers, else their range."""
+    items = values.detach().tolist()
+    if len(items) <= 4:
+        return "[" + ", ".join(f"{v:.3g}" for v in items) + "]"
+    return f"{min(items):.3g}..{max(items):.3g}"
+
+
+@dataclass(repr=False)
 class FittedPrior:
     """The outcome of :func:`fit_functional_prior`: the tuned prior and its distance history.
 
@@ -51,9 +107,19 @@ class FittedPrior:
         """Completed outer iterations."""
         return len(self.history)
 
+    def __repr__(self) -> str:
+        layers = self.prior.num_layers
+        parts = [type(self.prior).__name__, f"{layers} layers", self.method, f"{self.num_iters} iterations"]
+        if self.history:
+            parts.append(f"distance {self.history[-1]:.4g}")
+        if layers is not None:
+            parts += [f"{k} {_summary(v)}" for k, v in self.prior.positive_hyperparameters().items()]
+        return f"FittedPrior({', '.join(parts)})"
+
     def save(self, path: str | Path) -> None:
-        """Save the prior's hyperparameters, the history and the settings (a torch file)."""
-        torch.save(self._state(), Path(path))
+        """Save the prior's hyperparameters, the history and the settings (a torch file of plain
+        tensors, numbers and strings, written atomically)."""
+        atomic_save({"format": FITTED_FORMAT, **self._state()}, Path(path))
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -68,7 +134,7 @@ class FittedPrior:
     @classmethod
     def load(cls, path: str | Path) -> FittedPrior:
         """A :class:`FittedPrior` saved by :meth:`save`."""
-        state = torch.load(Path(path), weights_only=True)
+        state = safe_load(Path(path), FITTED_FORMAT, _STATE_KEYS, "saved FittedPrior")
         return cls._from_state(state)
 
     @classmethod
@@ -81,7 +147,10 @@ class FittedPrior:
         return cls(prior, list(state["history"]), state["method"], dict(state["settings"]))
 
 
-def _check_arguments(bnn: Any, target: Any, x_measure: Any, num_functions: int, method: str) -> None:
+_STATE_KEYS = ("prior_class", "num_layers", "prior_state", "history", "method", "settings")
+
+
+def _check_arguments(bnn: Any, target: Any, x_measure: Any, method: str, optimizer: str) -> None:
     if not hasattr(bnn, "sample_functions") or not isinstance(getattr(bnn, "prior", None), WeightPrior):
         raise ValueError("'bnn' must be a bayesact.models.BNN (sample_functions and a WeightPrior .prior)")
     if not callable(getattr(target, "sample_functions", None)):
@@ -90,10 +159,34 @@ def _check_arguments(bnn: Any, target: Any, x_measure: Any, num_functions: int, 
         )
     if not (isinstance(x_measure, Tensor) or callable(x_measure)):
         raise ValueError("'x_measure' must be a tensor (M, in_dim) or a callable returning one")
-    if isinstance(num_functions, bool) or not isinstance(num_functions, int) or num_functions < 2:
-        raise ValueError(f"'num_functions' must be an int >= 2, got {num_functions!r}")
     if method not in METHODS:
         raise ValueError(f"'method' must be one of {METHODS}, got {method!r}")
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"'optimizer' must be one of {tuple(_OPTIMIZERS)}, got {optimizer!r}")
+    if method == "nngp" and not isinstance(bnn.prior, GaussianPrior):
+        raise ValueError(
+            "method='nngp' needs a GaussianPrior (a hierarchical prior's functions are not a GP)"
+        )
+
+
+def _check_settings(settings: dict[str, Any], checkpoint: Any, checkpoint_every: Any, flags: dict) -> None:
+    check_int(settings["num_functions"], "num_functions", 2)
+    check_int(settings["num_iters"], "num_iters")
+    check_int(settings["critic_steps"], "critic_steps")
+    check_int(checkpoint_every, "checkpoint_every")
+    check_real(settings["lr"], "lr")
+    check_real(settings["critic_lr"], "critic_lr")
+    check_real(settings["penalty"], "penalty", allow_zero=True)
+    if settings["critic_grad_tol"] is not None:
+        check_real(settings["critic_grad_tol"], "critic_grad_tol", allow_zero=True)
+    seed = settings["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"'seed' must be an int or None, got {seed!r}")
+    if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
+        raise ValueError(f"'checkpoint' must be a path or None, got {type(checkpoint).__name__}")
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise ValueError(f"'{name}' must be True or False, got {flag!r}")
 
 
 def _measurement_points(x_measure: Tensor | Callable[[], Tensor], in_dim: int) -> Tensor:
@@ -103,6 +196,8 @@ def _measurement_points(x_measure: Tensor | Callable[[], Tensor], in_dim: int) -
         raise ValueError(f"'x_measure' must give points of shape (M, {in_dim}), got {shape}")
     if points.shape[0] < 2:
         raise ValueError("'x_measure' must give at least 2 points")
+    if not bool(torch.isfinite(points).all()):
+        raise ValueError("'x_measure' gave points with NaN or inf")
     return points
 
 
@@ -112,7 +207,7 @@ def _wasserstein_loss(
     """W1 estimate: a critic trained on one bag of functions, evaluated on a fresh bag."""
     with torch.no_grad():
         train_bnn = bnn.sample_functions(points, n)
-        train_target = target.sample_functions(points, n).to(points.dtype)
+    train_target = target_samples(target, points, n)
     critic = train_critic(
         train_bnn,
         train_target,
@@ -121,8 +216,7 @@ def _wasserstein_loss(
         penalty=settings["penalty"],
         grad_tol=settings["critic_grad_tol"],
     )
-    with torch.no_grad():
-        f_target = target.sample_functions(points, n).to(points.dtype)
+    f_target = target_samples(target, points, n)
     f_bnn = bnn.sample_functions(points, n)
     return critic_gap(critic, f_bnn, f_target) / slope_estimate(critic, f_bnn, f_target)
 
@@ -190,28 +284,31 @@ def fit_functional_prior(
     first few iterations; Adam's steps stay near ``lr`` from the start.
 
     Shows a progress bar; Ctrl-C returns the prior fitted so far (with a warning). With
-    ``checkpoint``, the state is saved every ``checkpoint_every`` iterations and on interruption;
-    ``resume=True`` continues from that file up to ``num_iters`` iterations in total.
+    ``checkpoint``, the state is saved every ``checkpoint_every`` iterations and on interruption,
+    atomically (a temporary file renamed over the old one, so a failed write keeps the previous
+    checkpoint); ``resume=True`` continues from that file (read with ``weights_only=True``) up to
+    ``num_iters`` iterations in total, with the ``lr`` passed now.
 
     Returns:
         A :class:`FittedPrior` (the same prior object as ``bnn.prior``, now tuned).
 
     Raises:
-        ValueError: a target without ``sample_functions``, measurement points of the wrong shape,
-            ``num_functions < 2``, an unknown method or optimizer, or ``method="nngp"`` with a
-            non-Gaussian prior.
+        ValueError: bad arguments (a target without ``sample_functions``, measurement points of the
+            wrong shape or not finite, ``num_functions < 2``, a non-positive ``num_iters``,
+            ``critic_steps``, ``checkpoint_every``, ``lr`` or ``critic_lr``, a negative ``penalty``,
+            an unknown method or optimizer, ``method="nngp"`` with a non-Gaussian prior, a
+            checkpoint that is not one); a target giving NaN or inf (naming the iteration); a NaN
+            distance estimate; or an outer step that sends a std (shape, rate) below 1e-6 or to a
+            non-finite value, which names ``lr`` and restores the prior to its values before the step.
     """
-    _check_arguments(bnn, target, x_measure, num_functions, method)
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"'optimizer' must be one of {tuple(_OPTIMIZERS)}, got {optimizer!r}")
+    _check_arguments(bnn, target, x_measure, method, optimizer)
     settings = {
-        "num_functions": num_functions, "lr": lr, "critic_steps": critic_steps, "critic_lr": critic_lr,
-        "penalty": penalty, "critic_grad_tol": critic_grad_tol, "seed": seed, "optimizer": optimizer,
+        "num_functions": num_functions, "num_iters": num_iters, "lr": lr, "critic_steps": critic_steps,
+        "critic_lr": critic_lr, "penalty": penalty, "critic_grad_tol": critic_grad_tol, "seed": seed,
+        "optimizer": optimizer,
     }  # fmt: skip
-    if method == "nngp" and not isinstance(bnn.prior, GaussianPrior):
-        raise ValueError(
-            "method='nngp' needs a GaussianPrior (a hierarchical prior's functions are not a GP)"
-        )
+    _check_settings(settings, checkpoint, checkpoint_every, {"progress": progress, "resume": resume})
+    del settings["num_iters"]  # not a setting of the fit: a resumed run may extend it
     prior: WeightPrior = bnn.prior
     outer = _OPTIMIZERS[optimizer](prior.parameters(), lr=lr)
     fitted = FittedPrior(prior, [], method, settings)
@@ -220,7 +317,8 @@ def fit_functional_prior(
     if resume:
         if path is None or not path.exists():
             raise ValueError("'resume=True' needs an existing 'checkpoint' file")
-        saved = torch.load(path, weights_only=True)
+        keys = ("fitted", "optimizer", "rng_state")
+        saved = safe_load(path, CHECKPOINT_FORMAT, keys, "prior-fit checkpoint")
         written_with = saved["fitted"]["settings"].get("optimizer", "rmsprop")
         if written_with != optimizer:
             raise ValueError(
@@ -229,13 +327,15 @@ def fit_functional_prior(
         prior.load_state_dict(saved["fitted"]["prior_state"])
         fitted.history = list(saved["fitted"]["history"])
         outer.load_state_dict(saved["optimizer"])
+        for group in outer.param_groups:  # the step size asked for now, not the saved one
+            group["lr"] = lr
         rng_state = saved["rng_state"]
 
     def save() -> None:
         if path is not None:
-            state = {"fitted": fitted._state(), "optimizer": outer.state_dict(),
+            state = {"format": CHECKPOINT_FORMAT, "fitted": fitted._state(), "optimizer": outer.state_dict(),
                      "rng_state": torch.get_rng_state()}  # fmt: skip
-            torch.save(state, path)
+            atomic_save(state, path)
 
     loss_fn = _LOSSES[method]
     cache: dict[str, Any] = {}
@@ -248,10 +348,20 @@ def fit_functional_prior(
         try:
             for iteration in bar:
                 points = _measurement_points(x_measure, bnn.widths[0])
-                loss = loss_fn(bnn, target, points, num_functions, settings, cache)
+                try:
+                    loss = loss_fn(bnn, target, points, num_functions, settings, cache)
+                except NonFiniteTargetError as exc:
+                    raise ValueError(f"{exc} at iteration {iteration}") from None
+                if not bool(torch.isfinite(loss)):
+                    raise ValueError(
+                        f"the distance estimate is {float(loss)} at iteration {iteration} (finite target "
+                        f"samples): lower 'lr' (got {lr}) or 'critic_lr' (got {critic_lr})"
+                    )
+                before = [p.detach().clone() for p in prior.parameters()]
                 outer.zero_grad()
                 loss.backward()
                 outer.step()
+                _check_collapse(prior, before, iteration, lr)
                 fitted.history.append(float(loss.detach()))
                 bar.set_postfix(distance=f"{fitted.history[-1]:.4g}")
                 if (iteration + 1) % checkpoint_every == 0:
@@ -267,3 +377,24 @@ def fit_functional_prior(
         else:
             save()
     return fitted
+
+
+def _check_collapse(prior: WeightPrior, before: list[Tensor], iteration: int, lr: float) -> None:
+    """A ValueError naming ``lr`` when the outer step drove a positive hyperparameter to (nearly) 0 or
+    to a non-finite value; the prior's parameters are first restored to their values before the step."""
+    with torch.no_grad():
+        values = prior.positive_hyperparameters()
+        bad = {
+            name: value for name, value in values.items()
+            if not bool(torch.isfinite(value).all()) or bool((value < COLLAPSE_THRESHOLD).any())
+        }  # fmt: skip
+        if not bad:
+            return
+        for parameter, old in zip(prior.parameters(), before, strict=True):
+            parameter.copy_(old)
+    detail = ", ".join(f"{name} = {_summary(value)}" for name, value in bad.items())
+    raise ValueError(
+        f"prior fitting diverged at iteration {iteration}: the outer step sent {detail} (below "
+        f"{COLLAPSE_THRESHOLD:g} or not finite); lower 'lr' (got {lr}). The prior keeps its values from "
+        "before that step"
+    )

@@ -10,6 +10,35 @@ from torch import Tensor
 
 from bayesact.kernels.cholesky import cholesky_with_jitter
 
+from ._checks import check_int, check_real
+
+
+def _check_inputs(x: Any) -> Tensor:
+    """x as a floating tensor (N, d): integer or bool inputs in the default float dtype; else an error."""
+    if not isinstance(x, Tensor) or x.dim() != 2:
+        raise ValueError(f"'x' must be a tensor of shape (N, d), got {getattr(x, 'shape', type(x))}")
+    if x.is_complex():
+        raise TypeError("'x' must be a real tensor, got a complex one")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("'x' contains NaN or inf")
+    return x
+
+
+def _kernel_name(kernel: Any) -> str:
+    """``ScaleKernel(RBFKernel)``: the kernel's class with its base kernel(s) in brackets."""
+    inner = getattr(kernel, "base_kernel", None)
+    parts = [inner] if inner is not None else list(getattr(kernel, "kernels", []) or [])
+    name = type(kernel).__name__
+    return f"{name}({', '.join(_kernel_name(k) for k in parts)})" if parts else name
+
+
+def _numbers(value: Any) -> str:
+    items = torch.as_tensor(value).detach().flatten().tolist()
+    text = ", ".join(f"{v:.3g}" for v in items[:6]) + (", ..." if len(items) > 6 else "")
+    return text if len(items) == 1 else f"[{text}]"
+
 
 class GPPrior:
     """f ~ GP(0, k) for any GPyTorch kernel ``k`` (bayesact's NNGP/NTK kernels included).
@@ -34,11 +63,23 @@ class GPPrior:
             dense = out.to_dense() if hasattr(out, "to_dense") else out
             return dense.to(self.dtype)
 
+    def __repr__(self) -> str:
+        parts = [_kernel_name(self.kernel)]
+        modules = self.kernel.modules() if hasattr(self.kernel, "modules") else [self.kernel]
+        for module in modules:
+            for name in ("lengthscale", "outputscale", "period_length", "variance"):
+                value = getattr(module, name, None) if name in dir(type(module)) else None
+                if isinstance(value, Tensor):
+                    parts.append(f"{name}={_numbers(value)}")
+        if self.noise_variance is not None:
+            parts.append(f"noise_variance={self.noise_variance:.3g}")
+        return f"GPPrior({', '.join(parts)})"
+
     def sample_functions(self, x: Tensor, n: int) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 2:
-            raise ValueError(f"'x' must be a tensor of shape (N, d), got {getattr(x, 'shape', type(x))}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"'n' must be a positive int, got {n!r}")
+        """``n`` draws of f at x: shape (n, N, 1), in x's dtype (the default float dtype for an
+        integer x, which is converted before the kernel sees it)."""
+        x = _check_inputs(x)
+        check_int(n, "n")
         factor = cholesky_with_jitter(self.covariance(x))
         z = torch.randn(x.shape[0], n, dtype=self.dtype, device=x.device)
         return (factor @ z).T.unsqueeze(-1).to(x.dtype)
@@ -55,10 +96,13 @@ class GPPrior:
         log p(y | x) = -½ yᵀ(K + σ²I)⁻¹y - ½ log|K + σ²I| - (n/2) log 2π, in float64. Fit it on
         training data only.
         """
-        if not isinstance(x, Tensor) or x.dim() != 2:
-            raise ValueError(f"'x' must be a tensor of shape (N, d), got {getattr(x, 'shape', type(x))}")
+        x = _check_inputs(x)
         if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
             raise ValueError(f"'y' must be a tensor of shape ({x.shape[0]},), got {getattr(y, 'shape', y)}")
+        if y.is_complex() or not bool(torch.isfinite(y).all()):
+            raise ValueError("'y' must be real and finite (it contains NaN, inf or complex values)")
+        check_int(num_iters, "num_iters")
+        check_real(lr, "lr")
         if kernel is None:
             kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=x.shape[1]))
         x64, y64 = x.detach().double(), y.detach().double()

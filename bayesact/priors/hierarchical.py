@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import WeightPrior, inverse_softplus
-from .gaussian import _positive_vector
+from .base import WeightPrior, constant_like, inverse_softplus, per_layer, positive_values
+
+KINDS = ("weight", "bias")
 
 
 class HierarchicalPrior(WeightPrior):
@@ -19,37 +20,61 @@ class HierarchicalPrior(WeightPrior):
     variances are latent sites ``{name}.weight_variance`` and ``{name}.bias_variance``; for prior
     fitting every function draw gets its own variances (not one shared draw per batch).
     Conditionally on the weights, a layer's variance is InvGamma(α + n/2, β + Σw²/2)
-    (:meth:`gibbs_variance`), the Gibbs step used with SGHMC.
+    (:meth:`gibbs_variance`), the Gibbs step used with SGHMC. ``num_layers=None`` takes the layer
+    count from the network the prior is given to.
 
     Paper: "All You Need is a Good Functional Prior for Bayesian Deep Learning" (Tran, Rossi, Milios,
     Filippone, JMLR 2022), the GPi-H family.
     """
 
-    def __init__(self, num_layers: int, shape: float | Tensor = 1.0, rate: float | Tensor = 1.0):
-        super().__init__(num_layers)
-        raw_shape = inverse_softplus(_positive_vector(shape, num_layers, "shape"))
-        raw_rate = inverse_softplus(_positive_vector(rate, num_layers, "rate"))
-        self.raw_weight_shape = nn.Parameter(raw_shape.clone())
-        self.raw_weight_rate = nn.Parameter(raw_rate.clone())
-        self.raw_bias_shape = nn.Parameter(raw_shape.clone())
-        self.raw_bias_rate = nn.Parameter(raw_rate.clone())
+    def __init__(
+        self, num_layers: int | None = None, shape: float | Tensor = 1.0, rate: float | Tensor = 1.0
+    ):
+        super().__init__()
+        self._initial = {"shape": positive_values(shape, "shape"), "rate": positive_values(rate, "rate")}
+        if num_layers is not None:
+            self.bind(num_layers)
+
+    def _build(self, num_layers: int) -> None:
+        for key, value in self._initial.items():
+            raw = inverse_softplus(per_layer(value, num_layers, key))
+            for kind in KINDS:
+                setattr(self, f"raw_{kind}_{key}", nn.Parameter(raw.clone()))
 
     def hyperparameters(self, layer: int, kind: str) -> tuple[Tensor, Tensor]:
         """(shape α, rate β) of layer ``layer``'s ``kind`` ("weight" or "bias") variance."""
         self._check_layer(layer)
-        if kind not in ("weight", "bias"):
+        if kind not in KINDS:
             raise ValueError(f"'kind' must be 'weight' or 'bias', got {kind!r}")
         raw_shape = getattr(self, f"raw_{kind}_shape")[layer]
         raw_rate = getattr(self, f"raw_{kind}_rate")[layer]
         return F.softplus(raw_shape), F.softplus(raw_rate)
 
-    def pyro_sample_layer(self, layer: int, name: str, fan_in: int, fan_out: int) -> tuple[Tensor, Tensor]:
+    def positive_hyperparameters(self) -> dict[str, Tensor]:
+        self._check_layer(0)
+        return {
+            f"{kind}_{key}": F.softplus(getattr(self, f"raw_{kind}_{key}"))
+            for kind in KINDS
+            for key in ("shape", "rate")
+        }
+
+    def pyro_sample_layer(
+        self,
+        layer: int,
+        name: str,
+        fan_in: int,
+        fan_out: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> tuple[Tensor, Tensor]:
         draws = []
         for kind, event in (("weight", (fan_in, fan_out)), ("bias", (fan_out,))):
-            alpha, beta = (t.detach() for t in self.hyperparameters(layer, kind))
+            alpha, beta = (constant_like(t, dtype, device) for t in self.hyperparameters(layer, kind))
             variance = pyro.sample(f"{name}.{kind}_variance", dist.InverseGamma(alpha, beta))
             scale = variance.sqrt().reshape(variance.shape + (1,) * len(event))
-            normal = dist.Normal(torch.zeros(()), scale).expand(variance.shape + event)
+            zero = torch.zeros((), dtype=alpha.dtype, device=alpha.device)
+            normal = dist.Normal(zero, scale).expand(variance.shape + event)
             draws.append(pyro.sample(f"{name}.{kind}", normal.to_event(len(event))))
         return draws[0], draws[1]
 
@@ -59,16 +84,18 @@ class HierarchicalPrior(WeightPrior):
             alpha, beta = self.hyperparameters(layer, kind)
             precision = dist.Gamma(alpha, beta).rsample((n,))  # one variance per function draw
             scale = precision.rsqrt().reshape((n,) + (1,) * len(event))
-            draws.append(scale * torch.randn((n, *event), device=scale.device))
+            draws.append(scale * torch.randn((n, *event), dtype=scale.dtype, device=scale.device))
         return draws[0], draws[1]
 
     def gibbs_variance(self, layer: int, kind: str, values: Tensor) -> Tensor:
         """A draw of the variance from its conditional InvGamma(α + n/2, β + Σ values²/2).
 
         ``values`` are the layer's weights (or biases) with any leading batch (chain) dimensions
-        followed by the event dimensions of the layer; one variance per batch entry is returned.
+        followed by the event dimensions of the layer; one variance per batch entry is returned,
+        in the dtype and on the device of ``values``.
         """
-        alpha, beta = (t.detach() for t in self.hyperparameters(layer, kind))
+        hyper = self.hyperparameters(layer, kind)
+        alpha, beta = (constant_like(t, values.dtype, values.device) for t in hyper)
         event = 2 if kind == "weight" else 1
         flat = values.detach().flatten(start_dim=values.dim() - event)
         posterior = dist.InverseGamma(alpha + flat.shape[-1] / 2, beta + flat.pow(2).sum(-1) / 2)

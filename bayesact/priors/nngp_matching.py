@@ -17,7 +17,18 @@ from bayesact import kernels
 
 from .gaussian import GaussianPrior
 
-__all__ = ["bnn_nngp", "relative_frobenius", "relative_kernel_error", "target_covariance"]
+__all__ = [
+    "NonFiniteTargetError",
+    "bnn_nngp",
+    "relative_frobenius",
+    "relative_kernel_error",
+    "target_covariance",
+    "target_samples",
+]
+
+
+class NonFiniteTargetError(ValueError):
+    """The target of a functional-prior fit gave NaN or inf function values or covariances."""
 
 
 def bnn_nngp(bnn: Any, x: Tensor) -> Tensor:
@@ -49,11 +60,30 @@ def target_covariance(target: Any, x: Tensor, n: int) -> Tensor:
     moment (1/(n·out)) Σ f fᵀ of n zero-mean draws from ``target.sample_functions(x, n)``."""
     covariance = getattr(target, "covariance", None)
     if callable(covariance):
-        return covariance(x).to(x.dtype)
-    with torch.no_grad():
-        f = target.sample_functions(x, n).to(x.dtype)  # (n, M, out)
+        with torch.no_grad():
+            exact = covariance(x).to(x.dtype)
+        if not bool(torch.isfinite(exact).all()):
+            name = type(target).__name__
+            raise NonFiniteTargetError(f"'target' ({name}) gave a covariance with NaN or inf")
+        return exact
+    f = target_samples(target, x, n)  # (n, M, out)
     f = f.permute(0, 2, 1).reshape(-1, x.shape[0])
     return f.T @ f / f.shape[0]
+
+
+def target_samples(target: Any, x: Tensor, n: int) -> Tensor:
+    """``target.sample_functions(x, n)`` without gradients, checked: shape (n, M, out), finite, and
+    returned in x's dtype."""
+    with torch.no_grad():
+        f = target.sample_functions(x, n)
+    name = type(target).__name__
+    if not isinstance(f, Tensor) or f.dim() != 3 or tuple(f.shape[:2]) != (n, x.shape[0]):
+        shape = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
+        expected = f"({n}, {x.shape[0]}, out)"
+        raise ValueError(f"'target' ({name}).sample_functions must return shape {expected}, got {shape}")
+    if not bool(torch.isfinite(f).all()):
+        raise NonFiniteTargetError(f"'target' ({name}) returned function values with NaN or inf")
+    return f.to(x.dtype)
 
 
 def relative_kernel_error(bnn: Any, target: Any, x: Tensor, n: int) -> Tensor:

@@ -105,3 +105,34 @@ def test_gibbs_variance_matches_the_conjugate_posterior() -> None:
 def test_bad_input(make, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize(
+    "prior", [GaussianPrior(2, weight_std=0.7), HierarchicalPrior(2, shape=2.0, rate=3.0)]
+)
+def test_pyro_sites_in_the_requested_dtype(prior) -> None:
+    """A float32 prior draws float64 sites when the model asks for float64 (the BNN passes x's dtype),
+    and its log density is the float64 one."""
+    trace = pyro.poutine.trace(
+        lambda: prior.pyro_sample_layer(0, "layer", 3, 4, dtype=torch.float64)
+    ).get_trace()
+    weight = trace.nodes["layer.weight"]
+    assert weight["value"].dtype == torch.float64
+    assert trace.nodes["layer.bias"]["value"].dtype == torch.float64
+    assert weight["fn"].log_prob(weight["value"]).dtype == torch.float64
+    if isinstance(prior, HierarchicalPrior):
+        draws = prior.gibbs_variance(0, "weight", torch.randn(5, 3, 4, dtype=torch.float64))
+        assert draws.dtype == torch.float64
+
+
+def test_float64_prior_draws_in_float64() -> None:
+    prior = GaussianPrior(2).double()
+    w, b = prior.rsample_layer(0, 3, 4, n=2)
+    assert w.dtype == torch.float64 and b.dtype == torch.float64
+
+
+def test_positive_hyperparameters_and_repr() -> None:
+    hyper = HierarchicalPrior(2, shape=2.0, rate=torch.tensor([3.0, 4.0])).positive_hyperparameters()
+    assert set(hyper) == {"weight_shape", "weight_rate", "bias_shape", "bias_rate"}
+    torch.testing.assert_close(hyper["bias_rate"].detach(), torch.tensor([3.0, 4.0]))
+    assert repr(GaussianPrior(2, weight_std=2.0)) == "GaussianPrior(weight_std=[2, 2], bias_std=[1, 1])"
