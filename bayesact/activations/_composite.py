@@ -13,6 +13,9 @@ from .registry import Constraint, Smoothness, activation, min_smoothness, spec
 simplex = Constraint(
     "on the simplex (entries >= 0 summing to 1 along the first dimension)",
     lambda v: (v >= 0).all() & (torch.abs(v.sum(0) - 1) <= 1e-5).all(),
+    to_value=lambda raw: torch.softmax(raw, dim=0),
+    # log of the weights (0 as the smallest normal number, so the raw value stays finite)
+    to_raw=lambda v: torch.log(torch.clamp(v, min=torch.finfo(v.dtype).tiny)),
 )
 
 

@@ -26,7 +26,14 @@ def split_gate_value(x: Tensor, name: str) -> tuple[Tensor, Tensor]:
     return gate, value
 
 
-@activation(smoothness="C-inf", elementwise=False)
+def gate_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape of each half (what per-channel parameters align with); None for an odd last dimension."""
+    if not shape or shape[-1] % 2:
+        return None
+    return (*shape[:-1], shape[-1] // 2)
+
+
+@activation(smoothness="C-inf", elementwise=False, param_shape=gate_shape)
 def glu(x: Tensor) -> Tensor:
     """Gated linear unit with a sigmoid gate; the first half of the last dimension is the gate.
 
@@ -37,7 +44,7 @@ def glu(x: Tensor) -> Tensor:
     return torch.sigmoid(gate) * value
 
 
-@activation(smoothness="C0", elementwise=False)
+@activation(smoothness="C0", elementwise=False, param_shape=gate_shape)
 def reglu(x: Tensor) -> Tensor:
     """ReLU-gated linear unit.
 
@@ -48,7 +55,7 @@ def reglu(x: Tensor) -> Tensor:
     return torch.relu(gate) * value
 
 
-@activation(smoothness="C-inf", elementwise=False)
+@activation(smoothness="C-inf", elementwise=False, param_shape=gate_shape)
 def geglu(x: Tensor) -> Tensor:
     """GELU-gated linear unit.
 
@@ -59,7 +66,7 @@ def geglu(x: Tensor) -> Tensor:
     return F.gelu(gate) * value
 
 
-@activation(smoothness="C-inf", elementwise=False)
+@activation(smoothness="C-inf", elementwise=False, param_shape=gate_shape)
 def swiglu(x: Tensor, *, beta: Tensor | float = 1.0) -> Tensor:
     """Swish-gated linear unit.
 
@@ -75,7 +82,9 @@ def _check_gate(options: Mapping[str, Any]) -> None:
         raise ValueError(f"xglu: 'gate' must be one of {sorted(_GATES)}, got {options['gate']!r}")
 
 
-@activation(smoothness="C-inf", elementwise=False, options=("gate",), option_check=_check_gate)
+@activation(
+    smoothness="C-inf", elementwise=False, options=("gate",), option_check=_check_gate, param_shape=gate_shape
+)
 def xglu(x: Tensor, *, alpha: Tensor | float = 0.0, gate: str = "arctan") -> Tensor:
     """First-order GLU with an expanded gate of range [-alpha, 1 + alpha] (arctan gate by default).
 

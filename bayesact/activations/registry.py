@@ -1,8 +1,10 @@
 """The activation registry: one :class:`ActivationSpec` per registered name.
 
 An activation is registered by decorating its pure function with :func:`activation`. The function's
-signature is the single source of truth for parameter names and defaults (keyword-only arguments after
-``x``); its docstring carries the ``Formula:`` and ``Paper:`` lines shown by :func:`info` and in the docs.
+signature is the single source of truth for parameter names and defaults (the arguments after ``x``:
+keyword-only ones, plus positional-or-keyword ones for required arguments such as ``topk_softmax``'s
+``k``; a parameter without a default is required); its docstring carries the ``Formula:`` and
+``Paper:`` lines shown by :func:`info` and in the docs.
 The decorator returns the *checked* public function (argument validation, parameters converted to
 tensors of ``x``'s dtype and device); the raw function stays available as ``spec.fn`` for modules and
 compiled paths, which validate once at construction instead of on every call.
@@ -20,26 +22,62 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-Smoothness = Literal["C0", "C1", "C2", "C-inf"]
-SMOOTHNESS_ORDER: dict[str, int] = {"C0": 0, "C1": 1, "C2": 2, "C-inf": 3}
+Smoothness = Literal["discontinuous", "C0", "C1", "C2", "C-inf"]
+Kind = Literal["activation", "probability_map"]
+#: The signature default of a required parameter (e.g. ``topk_softmax``'s ``k``).
+REQUIRED = inspect.Parameter.empty
+SMOOTHNESS_ORDER: dict[str, int] = {"discontinuous": -1, "C0": 0, "C1": 1, "C2": 2, "C-inf": 3}
 Number = float | int
 ParamValue = Number | Sequence[Number] | Tensor
 
 
 @dataclass(frozen=True)
 class Constraint:
-    """A pointwise constraint on a numeric parameter, e.g. ``positive``."""
+    """A constraint on a numeric parameter, e.g. ``positive``.
+
+    ``to_value`` maps an unconstrained raw tensor into the domain and ``to_raw`` inverts it (GPyTorch's
+    ``raw_*`` convention): a trainable module stores ``raw_<name>`` as its ``nn.Parameter`` and exposes
+    ``<name> = to_value(raw_<name>)``, so optimisers cannot leave the domain. Constraints without a
+    transform (``real``) are checked only.
+    """
 
     description: str
     check: Callable[[Tensor], Tensor]
+    to_value: Callable[[Tensor], Tensor] | None = None
+    to_raw: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, value: Tensor) -> bool:
         return bool(self.check(value).all())
 
 
-positive = Constraint("> 0", lambda v: v > 0)
-nonnegative = Constraint(">= 0", lambda v: v >= 0)
-unit_interval = Constraint("in [0, 1]", lambda v: (v >= 0) & (v <= 1))
+def _tiny(t: Tensor) -> float:
+    return torch.finfo(t.dtype).tiny
+
+
+def softplus_to_positive(raw: Tensor) -> Tensor:
+    """softplus(raw), floored at the dtype's smallest normal number so that it never underflows to 0."""
+    return torch.clamp(torch.logaddexp(raw, torch.zeros_like(raw)), min=_tiny(raw))
+
+
+def positive_to_softplus_raw(value: Tensor) -> Tensor:
+    """The inverse of :func:`softplus_to_positive`: log(expm1(v)) = v + log(-expm1(-v)), stably."""
+    v = torch.clamp(value, min=_tiny(value))
+    return v + torch.log(-torch.expm1(-v))
+
+
+def _sigmoid_to_unit(raw: Tensor) -> Tensor:
+    return torch.sigmoid(raw)
+
+
+def _unit_to_logit(value: Tensor) -> Tensor:
+    v = torch.clamp(value, min=_tiny(value), max=1 - torch.finfo(value.dtype).eps / 2)
+    return torch.log(v) - torch.log1p(-v)
+
+
+positive = Constraint("> 0", lambda v: v > 0, softplus_to_positive, positive_to_softplus_raw)
+# 0 itself is stored as the smallest normal number (raw stays finite, so weight decay cannot give NaN)
+nonnegative = Constraint(">= 0", lambda v: v >= 0, softplus_to_positive, positive_to_softplus_raw)
+unit_interval = Constraint("in [0, 1]", lambda v: (v >= 0) & (v <= 1), _sigmoid_to_unit, _unit_to_logit)
 real = Constraint("finite", lambda v: torch.isfinite(v))
 
 
@@ -56,6 +94,7 @@ class ActivationInfo:
     smoothness: Smoothness
     hmc_safe: bool
     elementwise: bool
+    kind: Kind = "activation"
 
 
 SmoothnessRule = Smoothness | Callable[[Mapping[str, Any]], Smoothness]
@@ -83,6 +122,8 @@ class ActivationSpec:
     option_check: Callable[[Mapping[str, Any]], None] | None = None
     values_check: Callable[[Mapping[str, Any]], None] | None = None
     native: bool = False
+    kind: Kind = "activation"
+    param_shape: Callable[[tuple[int, ...]], tuple[int, ...] | None] | None = None
 
     # ---------------------------------------------------------------- binding and validation
     def bind(
@@ -91,14 +132,16 @@ class ActivationSpec:
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | None = None,
+        allow_missing: bool = False,
     ) -> dict[str, Any]:
         """Validate ``params`` and fill defaults; numeric values become tensors.
 
         Numeric values become tensors of ``dtype`` (default: a floating tensor keeps its dtype, anything
-        else gets torch's default dtype) on ``device``.
+        else gets torch's default dtype) on ``device``. With ``allow_missing`` (used by :meth:`info`)
+        a required parameter that is not given is ``None`` instead of an error.
 
         Raises:
-            TypeError: an unknown parameter name or a non-numeric value.
+            TypeError: an unknown parameter name, a missing required one or a non-numeric value.
             ValueError: a value outside the parameter's constraint.
         """
         unknown = sorted(set(params) - set(self.numeric) - set(self.options))
@@ -108,7 +151,17 @@ class ActivationSpec:
                 f"{self.name}() got unexpected parameter(s) {', '.join(map(repr, unknown))}; "
                 f"valid parameters: {valid}"
             )
+        missing = [k for k in self.numeric + self.options if k not in params and self.defaults[k] is REQUIRED]
+        if missing and not allow_missing:
+            raise TypeError(f"{self.name}() missing required parameter(s) {', '.join(map(repr, missing))}")
         options = {k: params.get(k, self.defaults[k]) for k in self.options}
+        if missing:  # info() without the required values: those are None, nothing is cross-checked
+            partial: dict[str, Any] = {k: None if k in missing else v for k, v in options.items()}
+            for key in self.numeric:
+                given = key not in missing
+                partial[key] = self._to_tensor(key, params.get(key, self.defaults[key]), dtype, device) \
+                    if given else None
+            return partial
         if self.option_check is not None:
             self.option_check(options)
         values: dict[str, Any] = dict(options)
@@ -120,6 +173,28 @@ class ActivationSpec:
         if self.values_check is not None:
             self.values_check(values)
         return values
+
+    def check_shapes(self, x: Tensor, values: Mapping[str, Tensor]) -> None:
+        """``ValueError`` unless every numeric parameter broadcasts against ``x`` (shapes only, no sync).
+
+        A parameter's dimensions after its event dimensions are per-channel and align with ``x``'s
+        trailing dimensions (the halves of a GLU's last dimension for gated units); each must equal the
+        input's size there or be 1.
+        """
+        target = tuple(x.shape) if self.param_shape is None else self.param_shape(tuple(x.shape))
+        if target is None:  # the function itself rejects this input shape
+            return
+        for key in self.numeric:
+            shape = tuple(values[key].shape[self.event_dims.get(key, 0) :])
+            for i in range(1, min(len(shape), len(target)) + 1):
+                have, want = shape[-i], target[-i]
+                if have != want and have != 1 and want != 1:
+                    where = "its last dimension" if i == 1 else f"dimension {-i}"
+                    raise ValueError(
+                        f"{self.name}: parameter {key!r} has length {have} along dimension {-i} "
+                        f"(shape {shape}), but the input has {want} channels in {where} (input shape "
+                        f"{tuple(x.shape)}); a per-channel parameter needs one value per channel, or 1"
+                    )
 
     def _to_tensor(
         self, key: str, raw: Any, dtype: torch.dtype | None, device: torch.device | None
@@ -159,7 +234,7 @@ class ActivationSpec:
         return rule if isinstance(rule, str) else rule(values)
 
     def info(self, params: Mapping[str, Any] | None = None) -> ActivationInfo:
-        values = self.bind(params or {}, dtype=torch.float64)
+        values = self.bind(params or {}, dtype=torch.float64, allow_missing=True)
         smooth = self.smoothness(values)
         return ActivationInfo(
             name=self.name,
@@ -171,11 +246,14 @@ class ActivationSpec:
             smoothness=smooth,
             hmc_safe=SMOOTHNESS_ORDER[smooth] >= SMOOTHNESS_ORDER["C1"],
             elementwise=self.elementwise,
+            kind=self.kind,
         )
 
 
-def _display(value: Tensor) -> float | tuple[Any, ...]:
-    """A tensor default as a plain Python number or nested tuple (for info and docs)."""
+def _display(value: Tensor | None) -> float | tuple[Any, ...] | None:
+    """A tensor default as a plain Python number or nested tuple (for info and docs); None if required."""
+    if value is None:
+        return None
     if value.dim() == 0:
         return float(value)
 
@@ -216,6 +294,8 @@ def activation(
     values_check: Callable[[Mapping[str, Any]], None] | None = None,
     elementwise: bool = True,
     native: bool = False,
+    kind: Kind = "activation",
+    param_shape: Callable[[tuple[int, ...]], tuple[int, ...] | None] | None = None,
     name: str | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register a pure activation function; returns its checked public version.
@@ -233,6 +313,9 @@ def activation(
         elementwise: ``False`` for activations that mix entries (GLUs, PolyNorm).
         native: the function is one native PyTorch kernel in each direction (e.g. ``F.gelu`` and
             its backward), so the fused path uses it as is.
+        kind: ``"activation"`` or ``"probability_map"`` (softmax and friends; see :func:`names`).
+        param_shape: maps the input's shape to the shape per-channel parameters align with (``None``
+            for an input the function rejects itself); default: the input's shape.
         name: registry name; defaults to the function's name.
     """
 
@@ -240,7 +323,10 @@ def activation(
         key = name or fn.__name__
         doc = inspect.getdoc(fn) or ""
         sig = inspect.signature(fn)
-        kw = [p for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        after_x = list(sig.parameters.values())[1:]
+        positional = [p.name for p in after_x if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        kw = [p for p in after_x if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                               inspect.Parameter.KEYWORD_ONLY)]
         defaults = {p.name: p.default for p in kw}
         option_names = tuple(options)
         missing = [o for o in option_names if o not in defaults]
@@ -263,15 +349,25 @@ def activation(
             option_check=option_check,
             values_check=values_check,
             native=native,
+            kind=kind,
+            param_shape=param_shape,
         )
         if key in _REGISTRY:
             raise ValueError(f"activation {key!r} is registered twice")
         _REGISTRY[key] = spec
 
         @functools.wraps(fn)
-        def checked(x: Tensor, **params: Any) -> Tensor:
+        def checked(x: Tensor, *args: Any, **params: Any) -> Tensor:
+            if len(args) > len(positional):
+                raise TypeError(f"{key}() takes {len(positional) + 1} positional argument(s) but "
+                                f"{len(args) + 1} were given; pass parameters by keyword")
+            for arg_name, value in zip(positional, args, strict=False):
+                if arg_name in params:
+                    raise TypeError(f"{key}() got multiple values for argument {arg_name!r}")
+                params[arg_name] = value
             check_input(x, key)
             values = spec.bind(params, dtype=x.dtype, device=x.device)
+            spec.check_shapes(x, values)
             return fn(x, **values)
 
         return checked
@@ -299,9 +395,11 @@ def spec(name: str) -> ActivationSpec:
         raise ValueError(f"unknown activation {name!r}; {hint}") from None
 
 
-def names() -> list[str]:
-    """Every registered activation name, sorted."""
-    return sorted(_REGISTRY)
+def names(kind: Kind | None = "activation") -> list[str]:
+    """Registered names, sorted: the activations (default), the ``"probability_map"``s, or all (None)."""
+    if kind not in ("activation", "probability_map", None):
+        raise ValueError(f"names: 'kind' must be 'activation', 'probability_map' or None, got {kind!r}")
+    return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
 
 
 def info(name: str, **params: Any) -> ActivationInfo:

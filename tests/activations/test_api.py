@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bayesact import activations as A
+from bayesact.activations.registry import spec
 
 from .reference import CASES
 
@@ -59,8 +60,7 @@ def test_smoothness_depends_on_parameters() -> None:
     assert A.info("mixture", names=("gelu", "relu"), weights=(0.5, 0.5)).smoothness == "C0"
     assert A.info("abrelu", a=0.5, b=0.5).smoothness == "C-inf"
     module = A.get("elu")
-    with torch.no_grad():
-        module.alpha.fill_(2.0)
+    module.alpha = torch.tensor(2.0)  # sets raw_alpha so that alpha = 2
     assert module.info().smoothness == "C0"
 
 
@@ -70,7 +70,9 @@ def test_get_builds_trainable_parameters_or_buffers(name: str) -> None:
     frozen = A.get(name, trainable=False, **CASES[name].params)
     numeric = list(A.info(name).params)
     own = {k for k, _ in trainable.named_parameters() if "." not in k}
-    assert own == set(numeric)
+    # constrained parameters are stored unconstrained as raw_<name> (see test_constraints.py)
+    raw = {k for k, c in spec(name).constraints.items() if c.to_raw is not None}
+    assert own == {f"raw_{k}" if k in raw else k for k in numeric}
     assert all(p.requires_grad for p in trainable.parameters())
     assert list(frozen.parameters()) == []
     assert {k for k, _ in frozen.named_buffers() if "." not in k} == set(numeric)
@@ -102,8 +104,7 @@ def test_cuda_matches_cpu(name: str) -> None:
 
 def test_module_pickles_and_state_dict_round_trips() -> None:
     module = A.get("snake", a=torch.tensor([0.5, 1.5]))
-    with torch.no_grad():
-        module.a.mul_(2)
+    module.a = module.a * 2
     clone = pickle.loads(pickle.dumps(module))
     x = torch.randn(5, 2)
     torch.testing.assert_close(clone(x), module(x))
@@ -115,10 +116,10 @@ def test_module_pickles_and_state_dict_round_trips() -> None:
 def test_mixture_components_are_trainable_modules() -> None:
     module = A.get("mixture", names=("swish", "snake"), weights=(0.25, 0.75))
     names = {k for k, _ in module.named_parameters()}
-    assert names == {"weights", "components.0.beta", "components.1.a"}
+    assert names == {"raw_weights", "components.0.beta", "components.1.raw_a"}
     x = torch.randn(10, dtype=torch.float64, requires_grad=True)
     module.double()(x).sum().backward()
-    assert module.components[1].a.grad is not None and module.weights.grad is not None
+    assert module.components[1].raw_a.grad is not None and module.raw_weights.grad is not None
 
 
 def test_rational_default_is_a_fitted_leaky_relu() -> None:

@@ -13,7 +13,7 @@ from torch.autograd import gradcheck
 
 from bayesact import activations as A
 
-MAPS = {
+MAPS = {  # each map called with some parameters and a given dim
     "softmax": lambda x, dim: A.softmax(x, temperature=0.7, dim=dim),
     "sparsemax": lambda x, dim: A.sparsemax(x, dim=dim),
     "stablemax": lambda x, dim: A.stablemax(x, dim=dim),
@@ -133,9 +133,10 @@ def test_topk_softmax() -> None:
         (lambda x: A.softmax(x, temperature=-1.0), "'temperature' must be > 0"),
         (lambda x: A.softmax(x, temperature=0.0), "'temperature' must be > 0"),
         (lambda x: A.sparsemax(x, temperature=-2.0), "'temperature' must be > 0"),
-        (lambda x: A.sdm(x, q=-1.0, d=0.5), "'q' must be finite and >= 0"),
+        (lambda x: A.sdm(x, q=-1.0, d=0.5), "'q' must be >= 0"),
+        (lambda x: A.sdm(x, q=float("inf"), d=0.5), "'q' must be finite"),
         (lambda x: A.sdm(x, q=1.0, d=1.5), "'d' must be in \\[0, 1\\]"),
-        (lambda x: A.topk_softmax(x, k=0), "'k' must be an int in \\[1, 4\\]"),
+        (lambda x: A.topk_softmax(x, k=0), "'k' must be an int >= 1"),
         (lambda x: A.topk_softmax(x, k=5), "'k' must be an int in \\[1, 4\\]"),
     ],
 )
@@ -147,3 +148,140 @@ def test_bad_input(call, message: str) -> None:
 def test_non_tensor_input_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="softmax: argument 'x' must be a torch.Tensor"):
         A.softmax([1.0, 2.0])  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- issue 11 regressions
+def _sparsemax_float64_reference(x: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
+    """Bisection on the float64 logits after the (exact) shift by their maximum."""
+    z = x.double().numpy()
+    return _sparsemax_by_bisection((z - z.max()) / temperature)
+
+
+@pytest.mark.parametrize(
+    ("x", "temperature"),
+    [
+        (torch.tensor([2e7, 2e7 - 0.5, 1.0, -3e7]), 1.0),  # 1 + 2e7 rounds to 2e7 in float32
+        (torch.tensor([0.3, 2.5, 2.4, -0.4]), 1e-7),  # x / τ = 2.5e7, where 1 + 2.5e7 rounds to 2.5e7
+        (torch.tensor([1e17, 1e17 - 0.75e0, 5.0], dtype=torch.float64), 1.0),  # ulp(1e17) = 16
+        (torch.tensor([1e17, 1e17, -1e17], dtype=torch.float64), 1.0),  # a tie at the top
+        (torch.tensor([3e38, 1e38, 0.0]), 1e-3),  # x / τ overflows float32 unless shifted first
+    ],
+)
+def test_sparsemax_of_large_finite_inputs(x: torch.Tensor, temperature: float) -> None:
+    """Before the fix every case raised "index -1 is out of bounds" (an empty support, k = 0)."""
+    x = x.clone().requires_grad_(True)
+    p = A.sparsemax(x, temperature=temperature)
+    want = _sparsemax_float64_reference(x.detach(), temperature)
+    atol = 1e-6 if x.dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(p.detach().double().numpy(), want, atol=atol)
+    assert p.detach()[x.detach().argmax()] > 0  # the largest entry is always in the support
+    p[0].backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_softmax_and_topk_of_large_finite_inputs_and_tiny_temperatures() -> None:
+    x = torch.tensor([[3e38, 1e38, 0.0]])
+    torch.testing.assert_close(A.softmax(x, temperature=1e-3), torch.tensor([[1.0, 0.0, 0.0]]))
+    torch.testing.assert_close(A.topk_softmax(x, 2, temperature=1e-3), torch.tensor([[1.0, 0.0, 0.0]]))
+    y = torch.tensor([0.3, 1.2, 1.2 - 1e-6, -0.4], dtype=torch.float64)
+    top = 1 / (1 + math.exp(-1))  # the two largest logits are 1e-6 = one temperature apart
+    want = torch.tensor([0.0, top, 1 - top, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(A.softmax(y, temperature=1e-6), want, rtol=1e-8, atol=1e-12)
+
+
+TEMPERED = {
+    "softmax": lambda x, t: A.softmax(x, temperature=t),
+    "sparsemax": lambda x, t: A.sparsemax(x, temperature=t),
+    "topk_softmax": lambda x, t: A.topk_softmax(x, 2, temperature=t),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEMPERED))
+@pytest.mark.parametrize(
+    ("temperature", "message"),
+    [
+        (float("nan"), "must be finite"),
+        (float("inf"), "must be finite"),
+        (torch.tensor(float("nan")), "must be finite"),  # gave NaN probabilities before
+        (torch.tensor([[1.0], [float("inf")], [1.0]]), "must be finite"),
+        (0.0, "must be > 0"),
+        (-1.5, "must be > 0"),
+        (torch.tensor([[1.0], [-1.0], [2.0]]), "must be > 0"),
+    ],
+)
+def test_temperature_must_be_finite_and_positive(name: str, temperature, message: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}: parameter 'temperature' {message}"):
+        TEMPERED[name](torch.randn(3, 4), temperature)
+    with pytest.raises(ValueError, match=f"{name}: parameter 'temperature' {message}"):
+        A.get(name, temperature=temperature, **({"k": 2} if name == "topk_softmax" else {}))
+
+
+def test_per_row_tensor_temperature_broadcasts() -> None:
+    x = torch.randn(3, 5, dtype=torch.float64)
+    t = torch.tensor([[0.5], [1.0], [2.0]], dtype=torch.float64)
+    torch.testing.assert_close(A.softmax(x, temperature=t), torch.softmax(x / t, -1))
+    torch.testing.assert_close(A.sparsemax(x, temperature=t)[1], A.sparsemax(x[1]))
+
+
+@pytest.mark.parametrize("name", sorted(MAPS))
+def test_one_calling_convention(name: str) -> None:
+    """x, then the map's required arguments, then keyword-only dim (and temperature)."""
+    import inspect
+
+    params = list(inspect.signature(getattr(A, name)).parameters.values())
+    required = {"topk_softmax": ["k"], "sdm": ["q", "d"]}.get(name, [])
+    assert [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD] == ["x", *required]
+    assert all(p.default is p.empty for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
+    keyword = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    assert keyword == ({"dim": -1} if name in ("stablemax", "sdm") else {"dim": -1, "temperature": 1.0})
+    with pytest.raises(TypeError, match="positional argument"):  # the old orders no longer work
+        getattr(A, name)(torch.randn(2, 3), *required, 0, 1.0)
+
+
+def test_positional_and_keyword_required_arguments() -> None:
+    x = torch.randn(2, 5, dtype=torch.float64)
+    torch.testing.assert_close(A.topk_softmax(x, 2), A.topk_softmax(x, k=2))
+    torch.testing.assert_close(A.sdm(x, 3.0, 0.6), A.sdm(x, q=3.0, d=0.6))
+    with pytest.raises(TypeError, match="multiple values for argument 'k'"):
+        A.topk_softmax(x, 2, k=2)
+    with pytest.raises(TypeError, match="topk_softmax\\(\\) missing required parameter\\(s\\) 'k'"):
+        A.topk_softmax(x)
+    with pytest.raises(TypeError, match="'dim' must be an int"):
+        A.softmax(x, dim=1.0)
+    with pytest.raises(ValueError, match="sparsemax: 'dim' must be in \\[-2, 1\\]"):
+        A.sparsemax(x, dim=2)
+
+
+@pytest.mark.parametrize("name", sorted(MAPS))
+def test_maps_are_reachable_through_the_registry(name: str) -> None:
+    assert A.names("probability_map") == sorted(MAPS)
+    assert name not in A.names() and name in A.names(None)
+    info = A.info(name)
+    assert info.kind == "probability_map" and not info.elementwise
+    assert info.formula and info.paper and info.options["dim"] == -1
+    params = MAP_PARAMS_FOR_GET[name]
+    module = A.get(name, **params)
+    x = torch.randn(3, 6, dtype=torch.float64)
+    torch.testing.assert_close(module.double()(x), getattr(A, name)(x, **params))
+    frozen = A.get(name, trainable=False, dim=0, **params)
+    torch.testing.assert_close(frozen(x.float()), getattr(A, name)(x.float(), dim=0, **params))
+
+
+MAP_PARAMS_FOR_GET = {"softmax": {"temperature": 0.7}, "sparsemax": {"temperature": 0.5}, "stablemax": {},
+                      "topk_softmax": {"k": 2}, "sdm": {"q": 3.0, "d": 0.6}}
+
+
+def test_registry_info_and_modules_for_required_arguments() -> None:
+    assert A.info("topk_softmax").options == {"k": None, "dim": -1}
+    assert A.info("topk_softmax").smoothness == "discontinuous" and not A.info("topk_softmax").hmc_safe
+    assert A.info("sdm").params == {"q": None, "d": None}
+    assert A.info("sdm", q=1.0, d=0.5).params == {"q": 1.0, "d": 0.5}
+    with pytest.raises(TypeError, match="missing required parameter\\(s\\) 'k'"):
+        A.get("topk_softmax")
+    with pytest.raises(ValueError, match="'k' must be an int >= 1"):
+        A.get("topk_softmax", k=0)
+    with pytest.raises(ValueError, match="'k' must be an int in \\[1, 4\\]"):
+        A.get("topk_softmax", k=5)(torch.randn(2, 4))
+    module = A.get("sparsemax", temperature=0.5)
+    assert {k for k, _ in module.named_parameters()} == {"raw_temperature"}
+    torch.testing.assert_close(module.temperature, torch.tensor(0.5))

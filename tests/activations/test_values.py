@@ -104,3 +104,37 @@ def test_parameters_broadcast_for_channels_first_layout() -> None:
     got = A.get("snake", a=a, trainable=False)(x)
     for c, value in enumerate([0.5, 1.0, 2.0]):
         torch.testing.assert_close(got[:, c], A.functional.snake(x[:, c], a=value))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "shape", "message"),
+    [
+        ("snake", {"a": torch.full((64,), 0.5)}, (8, 32),
+         "snake: parameter 'a' has length 64 along dimension -1 .* input has 32 channels in its last dim"),
+        ("snake", {"a": torch.full((64, 1, 1), 0.5)}, (2, 32, 4, 5),
+         "parameter 'a' has length 64 along dimension -3 .* input has 32 channels in dimension -3"),
+        ("smelu", {"beta": torch.ones(3)}, (5, 4), "smelu: parameter 'beta' has length 3"),
+        ("polyrelu", {"coeffs": torch.ones(4, 5)}, (2, 6), "polyrelu: parameter 'coeffs' has length 5"),
+        ("swiglu", {"beta": torch.ones(8)}, (2, 8), "swiglu: parameter 'beta' has length 8 .* 4 channels"),
+        ("softmax", {"temperature": torch.ones(3, 1)}, (4, 6), "softmax: parameter 'temperature' has len"),
+    ],
+)
+def test_per_channel_parameter_of_the_wrong_length_names_it(name: str, params: dict, shape: tuple,
+                                                            message: str) -> None:
+    """Before: a raw broadcasting RuntimeError ("The size of tensor a (64) must match ...")."""
+    x = torch.randn(*shape)
+    with pytest.raises(ValueError, match=message):
+        A.get(name, **params)(x)
+    with pytest.raises(ValueError, match=message):
+        getattr(A.functional, name)(x, **params)
+
+
+def test_per_channel_lengths_that_broadcast_are_accepted() -> None:
+    x = torch.randn(6, 4)
+    assert A.get("swiglu", beta=torch.ones(2))(x).shape == (6, 2)  # one beta per gate channel
+    assert A.get("snake", a=torch.ones(4))(x).shape == (6, 4)
+    assert A.functional.snake(torch.randn(6, 1), a=torch.ones(4)).shape == (6, 4)  # x broadcasts too
+    mixture = A.get("mixture", names=("snake", "gelu"))
+    mixture.components[0].raw_a = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="snake: parameter 'a' has length 3 .* input has 4 channels"):
+        mixture(x)
