@@ -31,6 +31,7 @@ import torch
 __all__ = [
     "MCMC_FORMAT",
     "SGHMC_FORMAT",
+    "check_latent_sites",
     "checkpoint_payload",
     "from_plain",
     "is_safe_file",
@@ -301,11 +302,15 @@ def fingerprint(
     the latent site names and shapes (``latent``, or one prior trace of the model)."""
     if latent is None:
         latent = latent_shapes(model, args, kwargs)
-    latent = {str(k): [int(n) for n in v] for k, v in latent.items()}
+    shapes = {str(k): [int(n) for n in v] for k, v in latent.items()}
+    return {**data_fingerprint(args, kwargs), "latent": shapes}
+
+
+def data_fingerprint(args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Shapes, dtypes and SHA-256 of the tensor arguments and the other arguments' values."""
     return {
         "args": [_describe(a) for a in args],
         "kwargs": {str(k): _describe(v) for k, v in kwargs.items()},
-        "latent": latent,
     }
 
 
@@ -325,8 +330,30 @@ def _differences(old: dict[str, Any], new: dict[str, Any], label: str) -> list[s
     return out
 
 
+def _latent_problems(old_lat: dict[str, Any], new_lat: dict[str, Any]) -> list[str]:
+    problems = [f"latent site '{n}' of the checkpoint is missing from the model"
+                for n in sorted(set(old_lat) - set(new_lat))]
+    problems += [f"the model has latent site '{n}', which the checkpoint lacks"
+                 for n in sorted(set(new_lat) - set(old_lat))]
+    for name in sorted(set(old_lat) & set(new_lat)):
+        if list(old_lat[name]) != list(new_lat[name]):
+            problems.append(
+                f"latent site '{name}' has shape {tuple(new_lat[name])} here but "
+                f"{tuple(old_lat[name])} in the checkpoint"
+            )
+    return problems
+
+
+def _refuse(problems: list[str], path: str) -> None:
+    if problems:
+        raise ValueError(
+            f"the model or data differ from the run checkpointed in {path!r}: " + "; ".join(problems)
+        )
+
+
 def check_fingerprint(stored: dict[str, Any], current: dict[str, Any], path: str) -> None:
-    """Refuse a model or data that differ from the checkpointed run, naming what differs."""
+    """Refuse a model or data that differ from the checkpointed run, naming what differs
+    (the latent sites only when ``current`` has them)."""
     problems: list[str] = []
     old_args, new_args = stored.get("args", []), current["args"]
     if len(old_args) != len(new_args):
@@ -339,21 +366,15 @@ def check_fingerprint(stored: dict[str, Any], current: dict[str, Any], path: str
         problems.append(f"model keyword argument '{key}' given {where}")
     for key in sorted(set(old_kw) & set(new_kw)):
         problems += _differences(old_kw[key], new_kw[key], f"model keyword argument '{key}'")
-    old_lat, new_lat = stored.get("latent", {}), current["latent"]
-    for name in sorted(set(old_lat) - set(new_lat)):
-        problems.append(f"latent site '{name}' of the checkpoint is missing from the model")
-    for name in sorted(set(new_lat) - set(old_lat)):
-        problems.append(f"the model has latent site '{name}', which the checkpoint lacks")
-    for name in sorted(set(old_lat) & set(new_lat)):
-        if old_lat[name] != new_lat[name]:
-            problems.append(
-                f"latent site '{name}' has shape {tuple(new_lat[name])} here but "
-                f"{tuple(old_lat[name])} in the checkpoint"
-            )
-    if problems:
-        raise ValueError(
-            f"the model or data differ from the run checkpointed in {path!r}: " + "; ".join(problems)
-        )
+    if "latent" in current:
+        problems += _latent_problems(stored.get("latent", {}), current["latent"])
+    _refuse(problems, path)
+
+
+def check_latent_sites(payload: dict[str, Any], latent: dict[str, Any], path: str) -> None:
+    """Refuse a model whose latent sites (name -> shape) are not those of the checkpointed run;
+    the samplers' resume functions call this once the potential is built."""
+    _refuse(_latent_problems(payload["fingerprint"].get("latent", {}), latent), path)
 
 
 def checkpoint_payload(
@@ -391,9 +412,10 @@ def resume(
     checkpoint names (a module-level function of an importable module, not ``__main__``) and
     called with the stored arguments: resume files you did not write only with the model
     passed. A passed ``model`` without arguments reuses the stored ones. The model and data
-    must match the checkpointed run (tensor shapes, dtypes and contents, latent sites), or a
-    ``ValueError`` names what differs. The random stream continues where it stopped, so an
-    interrupted and resumed run gives the same draws as an uninterrupted one (on CPU).
+    must match the checkpointed run (tensor shapes, dtypes and contents, then the latent sites
+    once the model is traced), or a ``ValueError`` names what differs. The random stream
+    continues where it stopped, so an interrupted and resumed run gives the same draws as an
+    uninterrupted one (on CPU).
 
     Returns:
         The :class:`~bayesact.infer.Posterior` of the whole run.
@@ -412,7 +434,8 @@ def resume(
     dtype, device = _dtype(config["dtype"]), torch.device(config["device"])
     args = tuple(_move(a, device, dtype) for a in args)
     kwargs = {k: _move(v, device, dtype) for k, v in (model_kwargs or {}).items()}
-    check_fingerprint(payload["fingerprint"], fingerprint(model, args, kwargs), path)
+    # the data now; the latent sites in resume_mcmc / resume_sghmc, once the model is traced
+    check_fingerprint(payload["fingerprint"], data_fingerprint(args, kwargs), path)
     if payload["format"] == MCMC_FORMAT:
         from bayesact.infer.sampler import resume_mcmc
 

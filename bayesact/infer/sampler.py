@@ -26,7 +26,13 @@ from bayesact.infer.adaptation import (
     welford_init,
     welford_update,
 )
-from bayesact.infer.checkpoint import MCMC_FORMAT, checkpoint_payload, from_plain, save_checkpoint
+from bayesact.infer.checkpoint import (
+    MCMC_FORMAT,
+    check_latent_sites,
+    checkpoint_payload,
+    from_plain,
+    save_checkpoint,
+)
 from bayesact.infer.compiled import compile_nuts_kernels
 from bayesact.infer.hmc_core import (
     Metric,
@@ -618,5 +624,6 @@ def resume_mcmc(
         model, args, model_kwargs, dtype=cfg.dtype, device=cfg.device,
         num_chains=cfg.num_chains, capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
     )
+    check_latent_sites(payload, {s.name: s.shape for s in potential.sites}, path)
     state: SamplerState = from_plain(SamplerState, payload["state"])
     return _Run(potential, cfg, state, args, model_kwargs, path).run(progress)

@@ -30,7 +30,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from bayesact.infer.checkpoint import SGHMC_FORMAT, checkpoint_payload, from_plain, save_checkpoint
+from bayesact.infer.checkpoint import (
+    SGHMC_FORMAT,
+    check_latent_sites,
+    checkpoint_payload,
+    from_plain,
+    save_checkpoint,
+)
 from bayesact.infer.minibatch import MinibatchPotential
 from bayesact.infer.phases import Phase, run_phases
 from bayesact.infer.posterior import Posterior
@@ -507,5 +513,6 @@ def resume_sghmc(
     model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
     mb = MinibatchPotential(model, args, model_kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype,
                             cfg.device, capture=cfg.capture)
+    check_latent_sites(payload, {s.name: s.shape for s in mb.potential.sites}, path)
     state: SGHMCState = from_plain(SGHMCState, payload["state"])
     return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)

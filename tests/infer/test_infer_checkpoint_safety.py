@@ -159,9 +159,15 @@ def test_resume_refuses_flipped_labels_by_name(run):
 def test_resume_refuses_another_feature_count_by_name(run):
     path, _ = run
     x3 = torch.cat([X, X[:, :1]], dim=1)
-    with pytest.raises(ValueError, match=r"args\[0\]\) has shape \[6, 3\] here but \[6, 2\].*"
-                                         r"latent site 'w' has shape \(3,\) here but \(2,\)"):
+    with pytest.raises(ValueError, match=r"args\[0\]\) has shape \[6, 3\] here but \[6, 2\] in the"):
         resume(path, logistic, x3, Y, progress=False)
+
+
+def test_resume_refuses_another_latent_shape_by_name(run):
+    path, _ = run
+    payload = load_checkpoint(path, MCMC_FORMAT)
+    with pytest.raises(ValueError, match=r"latent site 'w' has shape \(3,\) here but \(2,\) in the"):
+        ckpt.check_latent_sites(payload, {"w": torch.Size([3])}, str(path))
 
 
 def test_resume_refuses_another_model_by_site_name(run):
