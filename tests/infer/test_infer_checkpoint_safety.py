@@ -244,3 +244,31 @@ def test_from_plain_rebuilds_dataclasses_named_tuples_and_dtypes(run):
     with pytest.raises(ValueError, match=r"lacks the field\(s\) \['count'\] of DualAveragingState"):
         ckpt.from_plain(DualAveragingState, {k: v for k, v in payload["state"]["dual_averaging"].items()
                                              if k != "count"})
+
+
+def with_prior(prior: dist.Distribution, y: torch.Tensor) -> None:
+    mu = pyro.sample("mu", prior)
+    with pyro.plate("data", y.shape[0]):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def test_arguments_that_are_not_plain_data_must_be_passed_again(tmp_path):
+    prior = dist.Normal(torch.tensor(0.0, dtype=DT), 1.0)
+    path = tmp_path / "prior.ckpt"
+    mcmc(with_prior, prior, Y, checkpoint=path, **OPTS)
+    assert load_checkpoint(path, MCMC_FORMAT)["args"] is None
+    with pytest.raises(ValueError, match=r"could not store the model.s arguments.*resume\(path, model"):
+        resume(path, progress=False)
+    assert resume(path, with_prior, prior, Y, progress=False).num_draws == 10
+
+
+def test_module_instances_and_lambdas_have_no_import_path():
+    from pyro.nn import PyroModule
+
+    class Net(PyroModule):
+        def forward(self) -> None:
+            pass
+
+    assert ckpt.model_reference(Net()) is None
+    assert ckpt.model_reference(lambda: None) is None
+    assert ckpt.model_reference(logistic) == f"{__name__}:logistic"
