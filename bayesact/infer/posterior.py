@@ -23,11 +23,15 @@ _NETCDF_MAGIC = (b"CDF", b"\x89HDF")
 _ARVIZ_SKIP = {"num_steps"}
 
 
-def _plain_or_none(value: Any) -> Any:
-    try:
-        return to_plain(value)
-    except TypeError:
-        return None
+def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``info`` that are plain data (objects such as a model are left out)."""
+    out = {}
+    for key, value in info.items():
+        try:
+            out[str(key)] = to_plain(value)
+        except TypeError:
+            continue
+    return out
 
 
 def _is_netcdf(path: str) -> bool:
@@ -202,7 +206,6 @@ class Posterior:
         ``post.to_arviz().to_netcdf(path)`` (needs ``h5netcdf`` or ``netCDF4``). The model is
         not saved.
         """
-        info = {k: v for k, v in self.info.items() if _plain_or_none(v) is not None}
         save_checkpoint(os.fspath(path), {
             "format": POSTERIOR_FORMAT,
             "samples": self.samples,
@@ -210,7 +213,7 @@ class Posterior:
             "observed": self.observed,
             "log_likelihood": self.log_likelihood,
             "posterior_predictive": self.posterior_predictive,
-            "info": {k: _plain_or_none(v) for k, v in info.items()},
+            "info": _plain_info(self.info),
         })
 
     @classmethod

@@ -131,8 +131,8 @@ def test_save_load_keeps_info_and_needs_no_netcdf(post, tmp_path, monkeypatch):
     post.save(path)
     assert path.read_bytes().startswith(b"bayesact-safe/1 sha256=")
     back = Posterior.load(path)
-    for key in ("engine", "method", "seed", "num_gradient_calls", "warmup_seconds"):
-        assert back.info[key] == post.info[key], key
+    for key in ("engine", "method", "seed", "num_gradient_calls", "warmup_seconds", "checkpoint"):
+        assert back.info[key] == post.info[key], key  # None values too (checkpoint=None)
     torch.testing.assert_close(back.info["inverse_mass"], post.info["inverse_mass"])
     torch.testing.assert_close(back.samples["mu"], post.samples["mu"], rtol=0, atol=0)
     torch.testing.assert_close(back.log_likelihood["y"], post.log_likelihood["y"], rtol=0, atol=0)
