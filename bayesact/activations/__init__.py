@@ -7,7 +7,9 @@ A.names()                                    # every registered activation
 act = A.get("snake", a=torch.full((64,), 0.5))  # per-channel trainable parameter
 A.functional.smelu(x, beta=0.5)              # the pure function
 A.info("smelu")                              # formula, paper, parameters, smoothness, HMC safety
-A.softmax(logits, temperature=0.5)           # probability maps: softmax, sparsemax, stablemax, sdm
+A.softmax(logits, dim=-1, temperature=0.5)   # probability maps: A.names("probability_map")
+A.topk_softmax(logits, 2, temperature=0.5)   # required arguments first; dim, temperature keyword-only
+A.get("sparsemax", temperature=0.5)          # a map as a module (trainable temperature, raw_temperature)
 ```
 """
 

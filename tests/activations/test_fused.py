@@ -131,3 +131,21 @@ def test_bad_input_raises_the_eager_error_without_falling_back(monkeypatch: pyte
     with pytest.raises(ValueError, match="even last dimension"):
         A.get("swiglu", fused=True)(torch.randn(2, 5))
     assert A.fused_available()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("softmax", {"temperature": 0.7}), ("sparsemax", {"temperature": 0.7}), ("stablemax", {}),
+     ("topk_softmax", {"k": 2}), ("sdm", {"q": 3.0, "d": 0.5})],
+)
+def test_probability_maps_fused_match_eager(name: str, params: dict) -> None:
+    """Compiled forward and vjp (sparsemax's autograd.Function supports torch.func); measured <= 6e-8."""
+    x = torch.randn(16, 8)
+    grad_out = torch.randn(16, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", A.FusedFallbackWarning)
+        fused_out = _run(A.get(name, fused=True, **params), x, grad_out)
+    eager_out = _run(A.get(name, **params), x, grad_out)
+    for got, want in zip(fused_out, eager_out, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
