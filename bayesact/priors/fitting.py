@@ -169,7 +169,9 @@ def _check_arguments(bnn: Any, target: Any, x_measure: Any, method: str, optimiz
         )
 
 
-def _check_settings(settings: dict[str, Any], checkpoint: Any, checkpoint_every: Any, flags: dict) -> None:
+def _check_settings(
+    settings: dict[str, Any], checkpoint: Any, checkpoint_every: Any, flags: dict[str, Any]
+) -> None:
     check_int(settings["num_functions"], "num_functions", 2)
     check_int(settings["num_iters"], "num_iters")
     check_int(settings["critic_steps"], "critic_steps")

@@ -36,10 +36,10 @@ class HierarchicalPrior(WeightPrior):
             self.bind(num_layers)
 
     def _build(self, num_layers: int) -> None:
-        for key, value in self._initial.items():
-            raw = inverse_softplus(per_layer(value, num_layers, key))
-            for kind in KINDS:
-                setattr(self, f"raw_{kind}_{key}", nn.Parameter(raw.clone()))
+        raw = {key: inverse_softplus(per_layer(v, num_layers, key)) for key, v in self._initial.items()}
+        for kind in KINDS:  # registration order (weight shape, weight rate, bias ...) keys optimiser states
+            for key in ("shape", "rate"):
+                setattr(self, f"raw_{kind}_{key}", nn.Parameter(raw[key].clone()))
 
     def hyperparameters(self, layer: int, kind: str) -> tuple[Tensor, Tensor]:
         """(shape α, rate β) of layer ``layer``'s ``kind`` ("weight" or "bias") variance."""

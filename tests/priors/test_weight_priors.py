@@ -136,3 +136,12 @@ def test_positive_hyperparameters_and_repr() -> None:
     assert set(hyper) == {"weight_shape", "weight_rate", "bias_shape", "bias_rate"}
     torch.testing.assert_close(hyper["bias_rate"].detach(), torch.tensor([3.0, 4.0]))
     assert repr(GaussianPrior(2, weight_std=2.0)) == "GaussianPrior(weight_std=[2, 2], bias_std=[1, 1])"
+
+
+def test_parameter_order_is_stable() -> None:
+    """Optimiser states in fit checkpoints are keyed by parameter position: the order must not change
+    (nor depend on whether the layer count came from the constructor or the network)."""
+    expected = ["raw_weight_shape", "raw_weight_rate", "raw_bias_shape", "raw_bias_rate"]
+    assert [name for name, _ in HierarchicalPrior(2).named_parameters()] == expected
+    assert [name for name, _ in HierarchicalPrior().bind(2).named_parameters()] == expected
+    assert [name for name, _ in GaussianPrior(2).named_parameters()] == ["raw_weight_std", "raw_bias_std"]
