@@ -200,7 +200,8 @@ class BNN(PyroModule):
         if self.likelihood in ("gaussian", "student_t"):
             scale: Tensor | float
             if self.noise_std is None:
-                latent = pyro.sample("noise_std", dist.HalfNormal(torch.ones((), dtype=f.dtype)))
+                one = torch.ones((), dtype=f.dtype, device=f.device)
+                latent = pyro.sample("noise_std", dist.HalfNormal(one))
                 scale = _drop_data_slot(latent, 0)[..., None, None]  # batch dims, then (N, out_dim)
             else:
                 scale = self.noise_std

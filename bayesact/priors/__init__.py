@@ -4,7 +4,7 @@
 from bayesact.models import BNN
 from bayesact.priors import GPPrior, fit_functional_prior
 
-bnn = BNN(in_dim=1, hidden=(100,), activation="tanh")          # GaussianPrior(2) by default
+bnn = BNN(in_dim=1, hidden=(100,), activation="tanh")          # GaussianPrior() by default
 target = GPPrior(gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel()))
 fitted = fit_functional_prior(bnn, target, x_measure, num_iters=200)   # Wasserstein matching
 posterior_model = BNN(1, hidden=(100,), prior=fitted)
