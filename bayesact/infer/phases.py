@@ -4,17 +4,58 @@ A run is a list of phases (warmup then sampling, burn-in then sampling), each en
 iteration count. :func:`run_phases` calls ``advance`` until the run's iteration reaches the
 phase's end, skips phases already done (a resumed run), and reports each phase's elapsed time,
 also when ``advance`` raises (an interrupt keeps the time spent so far).
+
+Also the run's messages to the user: :func:`show_progress` (bars only on a terminal or in a
+notebook, never in logs) and :func:`warn_user` (warnings that point at the user's line).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-__all__ = ["Phase", "run_phases"]
+__all__ = ["Phase", "run_phases", "show_progress", "warn_user"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def show_progress(progress: bool) -> bool:
+    """Whether to draw progress bars: ``progress`` and stderr is a terminal or a Jupyter kernel.
+
+    Bars written to a file or a pipe (batch jobs, CI logs) are one line per refresh, so they
+    are off there, as with tqdm's ``disable=None``.
+    """
+    if not progress:
+        return False
+    if type(sys.stderr).__module__.startswith("ipykernel"):
+        return True
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside the ``bayesact`` package
+    (the user's ``mcmc(...)`` line, however deep inside the library the warning arises)."""
+    frame = sys._getframe(1)
+    level = 2  # stacklevel 2: warn_user's caller
+    while frame is not None and _inside_library(frame.f_code.co_filename):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _inside_library(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return path.startswith(_PACKAGE_DIR + os.sep) or os.path.basename(path) == "contextlib.py"
 
 
 @dataclass(frozen=True)
@@ -45,7 +86,8 @@ def run_phases(
         if iteration() >= phase.end:
             continue
         bar = tqdm(total=phase.end - phase.begin, initial=iteration() - phase.begin,
-                   desc=phase.label or phase.name, disable=not progress, leave=True, **bar_options)
+                   desc=phase.label or phase.name, disable=not show_progress(progress), leave=True,
+                   **bar_options)
         t0 = time.perf_counter()
         try:
             while iteration() < phase.end:

@@ -13,6 +13,7 @@ from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_uniform, init_to_value
 
 from bayesact.infer.posterior import Posterior
+from bayesact.infer.potential import trace_model
 
 __all__ = ["run_pyro_mcmc"]
 
@@ -28,6 +29,22 @@ class _StageTimer:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.last
         self.last = now
+
+
+def _check_continuous_latents(model: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    tr = trace_model(model, args, kwargs)
+    latent = {
+        name: site["fn"].support.is_discrete for name, site in tr.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+    if not latent:
+        raise ValueError("model has no latent sample sites: nothing to sample")
+    if all(latent.values()):
+        raise ValueError(
+            f"engine='pyro': every latent site of the model is discrete ({sorted(latent)}); Pyro's "
+            "NUTS/HMC sums discrete sites out by enumeration and samples only continuous ones, so "
+            "there is nothing to sample. Use pyro.infer.infer_discrete or enumerate the model exactly"
+        )
 
 
 def run_pyro_mcmc(
@@ -49,17 +66,24 @@ def run_pyro_mcmc(
     progress: bool,
     trajectory_length: float,
     jit_compile: bool,
+    adapt_step_size: bool = True,
+    adapt_mass_matrix: bool = True,
 ) -> Posterior:
     """Run ``pyro.infer.MCMC`` with NUTS or HMC and wrap the draws in a :class:`Posterior`.
 
     Pyro exposes per-draw divergences but not tree depth or energy, so ``sample_stats`` holds
     ``diverging`` only. Chains run in separate processes when Pyro has enough CPUs for them,
     otherwise one after another (Pyro's own rule).
+
+    Raises:
+        ValueError: the model has no continuous latent site (Pyro enumerates discrete sites
+            away and would return an empty posterior).
     """
+    _check_continuous_latents(model, args, kwargs)
     pyro.set_rng_seed(seed)
     strategy = init_to_value(values=init) if isinstance(init, dict) else init_to_uniform
     common = dict(
-        step_size=step_size or 1.0, adapt_step_size=True, adapt_mass_matrix=True,
+        step_size=step_size or 1.0, adapt_step_size=adapt_step_size, adapt_mass_matrix=adapt_mass_matrix,
         full_mass=dense_mass, target_accept_prob=target_accept, jit_compile=jit_compile,
         ignore_jit_warnings=True, init_strategy=strategy,
     )

@@ -6,14 +6,20 @@ the compiled NUTS steps in :mod:`bayesact.infer.compiled`.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import inspect
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyro
+import pyro.poutine as poutine
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from bayesact.infer.adaptation import (
@@ -41,26 +47,16 @@ from bayesact.infer.hmc_core import (
     find_reasonable_step_size,
     hmc_transition,
     make_metric,
+    nonfinite_grad_report,
     nuts_transition,
 )
-from bayesact.infer.phases import Phase, run_phases
+from bayesact.infer.phases import Phase, run_phases, show_progress, warn_user
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import Potential, build_potential
 
 __all__ = ["mcmc", "resume_mcmc"]
 
 STAT_NAMES = (*TransitionStats._fields, "step_size", "lp")
-_EXTRA_KWARGS = {
-    "trajectory_length": 2 * math.pi,
-    "checkpoint_every": 100,
-    "capture": True,
-    "compile": False,
-    "sync_every": None,
-    "max_delta_energy": 1000.0,
-    "adapt_step_size": True,
-    "adapt_mass_matrix": True,
-    "jit_compile": False,
-}
 
 
 @dataclass
@@ -113,7 +109,7 @@ class SamplerState:
 
 
 # ------------------------------------------------------------------------------------------
-# argument checks
+# argument checks (shared with sghmc and svi)
 # ------------------------------------------------------------------------------------------
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -121,18 +117,48 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
+    """``value`` as a float if it is a real number > 0 (finite unless ``allow_inf``)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if not ok or math.isnan(value) or (math.isinf(value) and not allow_inf):
+        finite = "" if allow_inf else " finite"
+        raise ValueError(f"{name} must be a positive{finite} number, got {value!r}")
+    return float(value)
+
+
+def _modules(model: Any) -> list[nn.Module]:
+    """The torch modules a model's parameters live in: the model or the object of a bound method."""
+    return [m for m in (model, getattr(model, "__self__", None)) if isinstance(m, nn.Module)]
+
+
+def _resolve_device(device: Any) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
+    if dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            raise ValueError(f"device={device!r} is not available on this machine ({exc})") from exc
+    return dev
+
+
 def _resolve_device_dtype(
-    args: tuple, kwargs: dict, device: Any, dtype: torch.dtype | None
+    args: tuple, kwargs: dict, device: Any, dtype: torch.dtype | None, model: Any = None
 ) -> tuple[torch.device, torch.dtype]:
+    """The run's device and dtype: as given, else those of the first (floating) tensor argument,
+    else of the model's floating parameters (an ``nn.Module``), else CPU / torch's default."""
     tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    params = [t for m in _modules(model) for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
     if device is None:
-        device = tensors[0].device if tensors else torch.device("cpu")
+        device = tensors[0].device if tensors else params[0].device if params else torch.device("cpu")
     if dtype is None:
-        floats = [t.dtype for t in tensors if t.is_floating_point()]
+        floats = [t.dtype for t in (*tensors, *params) if t.is_floating_point()]
         dtype = floats[0] if floats else torch.get_default_dtype()
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    return torch.device(device), dtype
+    return _resolve_device(device), dtype
 
 
 def _move(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
@@ -143,32 +169,182 @@ def _move(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def run_context(model: Any, dtype: torch.dtype, device: torch.device) -> Iterator[None]:
+    """Run with ``dtype`` as torch's default floating type (tracing, sampling, replays), so the
+    tensors a model creates (``torch.zeros(3)``, ``torch.tensor(0.5)``) have the run's dtype.
+
+    An ``nn.Module`` model (a ``PyroModule`` such as :class:`bayesact.models.BNN`, a GPyTorch
+    or ``pyro.contrib.gp`` model, or the object of a bound method ``gp.model``) has its floating
+    parameters and buffers cast **in place** to ``dtype`` and moved to ``device``
+    (``module.to``), as ``model.double()`` would: the posterior then refers to the model the
+    user holds, and Pyro's parameter store keeps pointing at the same ``nn.Parameter`` objects.
+    The default dtype is restored on exit; the module keeps its new dtype.
+    """
+    for module in _modules(model):
+        tensors = [*module.parameters(), *module.buffers()]
+        if any(t.is_floating_point() and t.dtype != dtype for t in tensors) or any(
+            t.device != device for t in tensors
+        ):
+            module.to(device=device, dtype=dtype)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _split_kwargs(
+    fn_name: str, model: Any, model_kwargs: dict[str, Any] | None, kwargs: dict[str, Any],
+    options: Sequence[str],
+) -> dict[str, Any]:
+    """The model's keyword arguments: ``kwargs`` (what the sampler did not take) and the
+    explicit ``model_kwargs`` dict. A name the model cannot accept is a TypeError naming it and
+    the sampler's options (a misspelt option would otherwise reach the model)."""
+    model_kwargs = dict(model_kwargs or {})
+    both = sorted(set(model_kwargs) & set(kwargs))
+    if both:
+        raise TypeError(f"{fn_name}: model keyword argument(s) {both} given twice (in model_kwargs and as "
+                        "keyword arguments)")
+    merged = {**model_kwargs, **kwargs}
+    target = model.forward if isinstance(model, nn.Module) else model
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # builtins and other callables without a signature
+        return merged
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return merged
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(merged) - names)
+    if unknown:
+        hints = [f"{k!r} -> {m[0]!r}" for k in unknown if (m := difflib.get_close_matches(k, options, 1))]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise TypeError(
+            f"{fn_name}: unknown argument(s) {unknown}{hint}: keyword arguments that are not "
+            f"options of {fn_name} are passed to the model, which does not accept them. "
+            f"Options of {fn_name}: {sorted(options)}"
+        )
+    return merged
+
+
+def _check_checkpoint_path(checkpoint: str | os.PathLike | None) -> str | None:
+    """The checkpoint path, checked before sampling: its folder must exist and be writable."""
+    if checkpoint is None:
+        return None
+    path = os.fspath(checkpoint)
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"checkpoint must be a file path, got {checkpoint!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint={path!r} is a directory: give a file path such as 'run.ckpt'")
+    if not os.path.isdir(folder):
+        raise ValueError(f"checkpoint={path!r}: the directory {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"checkpoint={path!r}: the directory {folder!r} is not writable")
+    return path
+
+
 def _check_observed(potential: Potential) -> None:
     for name, value in potential.observed.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and bool(value.isnan().any()):
-            count = int(value.isnan().sum())
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                nan, inf = int(value.isnan().sum()), int(value.isinf().sum())
+                counts = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "infinite")) if n)
+                raise ValueError(
+                    f"observed site '{name}' has {counts} value(s): remove or impute them "
+                    "(or mask them with poutine.mask) before sampling"
+                )
+
+
+def _nonfinite_arguments(args: tuple, kwargs: dict) -> list[str]:
+    """``"args[1] (3 NaN)"`` for every floating tensor argument holding NaN or infinite values."""
+    out = []
+    named = [(f"args[{i}]", a) for i, a in enumerate(args)] + [(repr(k), v) for k, v in kwargs.items()]
+    for name, value in named:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            nan, inf = int(value.isnan().sum()), int(value.isinf().sum())
+            if nan or inf:
+                counts = ", ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "infinite")) if n)
+                out.append(f"{name} ({counts})")
+    return out
+
+
+def _check_init(potential: Potential, init: Any, num_chains: int) -> None:
+    """``init`` is None, "uniform" or a dict of known latent sites with a site's shape or
+    (num_chains, *site shape)."""
+    if init is None or (isinstance(init, str) and init == "uniform"):
+        return
+    if not isinstance(init, dict):
+        raise ValueError(f"init must be None, 'uniform' or a dict of site values, got {init!r}")
+    shapes = {s.name: s.shape for s in potential.sites}
+    unknown = sorted(set(init) - set(shapes))
+    if unknown:
+        raise ValueError(f"init has unknown site(s) {unknown}; the model's latent sites are {sorted(shapes)}")
+    missing = sorted(set(shapes) - set(init))
+    if missing:
+        raise ValueError(f"init is missing latent site(s) {missing}; it needs all of {sorted(shapes)}")
+    for name, shape in shapes.items():
+        got = tuple(torch.as_tensor(init[name]).shape)
+        if got not in (tuple(shape), (num_chains, *shape)):
             raise ValueError(
-                f"observed site '{name}' has {count} NaN value(s): remove or impute them "
-                "(or mask them with poutine.mask) before sampling"
+                f"init['{name}'] has shape {got}; expected the site's shape {tuple(shape)} or "
+                f"(num_chains, *shape) = {(num_chains, *shape)}"
             )
 
 
 # ------------------------------------------------------------------------------------------
 # initialisation
 # ------------------------------------------------------------------------------------------
+def _nonfinite_sites(potential: Potential, z: torch.Tensor) -> list[str]:
+    """Sample sites whose log-density is not finite at the flat point ``z[1, D]``."""
+    values = {k: v[0].detach() for k, v in potential.constrain(z).items()}
+    try:
+        with torch.no_grad(), pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tr = poutine.trace(poutine.condition(potential.model, data=values)).get_trace(
+                *potential.args, **potential.kwargs
+            )
+            bad = []
+            for name, site in tr.nodes.items():
+                if site["type"] == "sample" and not site["infer"].get("_deterministic", False):
+                    lp = site["fn"].log_prob(site["value"])
+                    if not bool(torch.isfinite(lp).all()):
+                        bad.append(f"'{name}' ({int((~torch.isfinite(lp)).sum())} non-finite terms)")
+    except Exception:  # a diagnosis only: the caller raises its own error
+        return []
+    return bad
+
+
+def _no_finite_start(potential: Potential, z: torch.Tensor, what: str) -> ValueError:
+    """The error for a start without a finite potential, naming the arguments and sites to blame."""
+    parts = [f"could not find a finite initial potential ({what})"]
+    args = _nonfinite_arguments(potential.args, potential.kwargs)
+    if args:
+        parts.append(f"non-finite values in the model's arguments: {', '.join(args)}")
+    sites = _nonfinite_sites(potential, z[None])
+    if sites:
+        parts.append(f"sites with a non-finite log-density there: {', '.join(sites)}")
+    return ValueError("; ".join(parts) + (
+        "" if args or sites else "; pass init= with values in the support of every site"
+    ))
+
+
 def _initial_position(
     potential: Potential, cfg: MCMCConfig, init: Any, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     c, d = cfg.num_chains, potential.dim
     if isinstance(init, dict):
         z = potential.unconstrain(init, (c,))
+        for site in potential.sites:
+            if not bool(torch.isfinite(z[:, site.offset : site.offset + site.size]).all()):
+                raise ValueError(f"init['{site.name}'] lies outside the support of site '{site.name}'")
         u, g = potential.value_and_grad(z)
         bad = ~(torch.isfinite(u) & torch.isfinite(g).all(-1))
         if bool(bad.any()):
-            raise ValueError("init gives a non-finite potential or gradient for some chains")
+            raise _no_finite_start(potential, z[bad][0], "at init for some chains")
         return z, u, g
-    if init not in (None, "uniform"):
-        raise ValueError(f"init must be None, 'uniform' or a dict of site values, got {init!r}")
     # Stan's default: uniform(-2, 2) in unconstrained space, redrawn where U is not finite.
     z = torch.empty(c, d, dtype=cfg.dtype, device=cfg.device)
     bad = torch.ones(c, dtype=torch.bool, device=cfg.device)
@@ -179,9 +355,7 @@ def _initial_position(
         bad = ~(torch.isfinite(u) & torch.isfinite(g).all(-1))
         if not bool(bad.any()):
             return z, u, g
-    raise ValueError(
-        "could not find a finite initial potential in 100 uniform(-2, 2) draws; pass init="
-    )
+    raise _no_finite_start(potential, z[bad][0], "in 100 uniform(-2, 2) draws")
 
 
 def _new_state(
@@ -206,6 +380,8 @@ def _new_state(
             stats[name] = torch.zeros(c, cfg.num_samples, dtype=torch.bool, device=cfg.device)
         elif name in ("num_steps", "tree_depth"):
             stats[name] = torch.zeros(c, cfg.num_samples, dtype=torch.long, device=cfg.device)
+        elif name == "nonfinite_grad":  # flat index of the bad component, -1 if none
+            stats[name] = torch.full((c, cfg.num_samples), -1, dtype=torch.long, device=cfg.device)
         else:
             stats[name] = torch.full((c, cfg.num_samples), math.nan, dtype=cfg.dtype, device=cfg.device)
     return SamplerState(
@@ -221,6 +397,17 @@ def _new_state(
         draws=draws,
         stats=stats,
     )
+
+
+def warn_divergences(diverging: torch.Tensor) -> None:
+    """Warn (at the user's line) when any post-warmup transition diverged; ``diverging`` (C, S)."""
+    num_div = int(diverging.sum())
+    if num_div:
+        warn_user(
+            f"{num_div} divergent transitions after warmup (of {diverging.numel()} draws): the "
+            "posterior may be biased; raise target_accept or reparameterise "
+            "(see sample_stats['diverging'])"
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -377,11 +564,10 @@ class _Run:
                        dynamic_ncols=True)
         except KeyboardInterrupt:
             interrupted = True
-            warnings.warn(
+            warn_user(
                 f"sampling interrupted after {self.state.iteration} of {total} iterations; "
                 "returning the draws made so far"
-                + (f" (checkpoint saved to {self.checkpoint})" if self.checkpoint else ""),
-                stacklevel=3,
+                + (f" (checkpoint saved to {self.checkpoint})" if self.checkpoint else "")
             )
         if self.checkpoint:
             self.save()
@@ -405,8 +591,7 @@ class _Run:
                 state.inverse_mass, cfg.max_tree_depth, cfg.max_delta_energy, counter,
             )
         except Exception as exc:  # compilation is an optimisation: fall back to eager steps
-            warnings.warn(f"could not compile the NUTS steps ({exc!r}); running them eagerly",
-                          stacklevel=4)
+            warn_user(f"could not compile the NUTS steps ({exc!r}); running them eagerly")
             return None
         state.info["compile_seconds"] = state.info.get("compile_seconds", 0.0) + seconds
         return kernels
@@ -421,15 +606,15 @@ class _Run:
             stats.pop("tree_depth")
             stats.pop("reached_max_treedepth")
         stats["n_steps"] = stats["num_steps"]
-        num_div = int(stats["diverging"].sum())
-        if num_div:
-            warnings.warn(
-                f"{num_div} divergent transitions after warmup (of {cfg.num_chains * done} "
-                "draws): the posterior may be biased; raise target_accept or reparameterise "
-                "(see sample_stats['diverging'])",
-                stacklevel=3,
-            )
+        nonfinite, per_site = nonfinite_grad_report(stats["nonfinite_grad"], self.potential.sites)
+        stats["nonfinite_grad"] = stats["nonfinite_grad"] >= 0
+        if nonfinite:
+            warn_user(f"{nonfinite} transitions after warmup hit a non-finite gradient at a finite "
+                      f"potential (per site: {per_site}); they diverged and the posterior there is "
+                      "not explored: check the model's gradient (see sample_stats['nonfinite_grad'])")
         info = {
+            "nonfinite_grad": nonfinite,
+            "nonfinite_grad_sites": per_site,
             "engine": "bayesact",
             "method": cfg.method,
             "potential_mode": self.potential.mode
@@ -479,9 +664,19 @@ def mcmc(
     dense_mass: bool = False,
     num_steps: int | None = None,
     step_size: float | None = None,
+    trajectory_length: float = 2 * math.pi,
+    adapt_step_size: bool = True,
+    adapt_mass_matrix: bool = True,
+    max_delta_energy: float = 1000.0,
     init: dict[str, Any] | str | None = None,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    capture: bool = True,
+    compile: bool = False,
+    sync_every: int | None = None,
+    jit_compile: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Posterior:
     """Sample the posterior of a Pyro model with NUTS or HMC, all chains at once.
@@ -493,9 +688,12 @@ def mcmc(
     diagonal or dense mass matrix in Stan's windows. HMC uses a fixed trajectory of
     ``num_steps`` leapfrog steps (default ``ceil(trajectory_length / step_size)``).
 
+    The model is called as ``model(*args, **kwargs)``, as ``pyro.infer.MCMC.run`` does: every
+    keyword argument that is not one of the options below goes to the model.
+
     Args:
         model: a Pyro model with continuous latent sites.
-        *args: model arguments (tensors are moved to ``device``/``dtype``).
+        *args: model arguments (floating tensors are moved to ``device`` and ``dtype``).
         method: ``"nuts"`` or ``"hmc"``.
         num_chains: number of chains (>= 1).
         num_warmup: adaptation iterations (discarded).
@@ -503,7 +701,11 @@ def mcmc(
         chain_method: ``"vectorized"`` (chains as a batch dimension) or ``"sequential"``.
         engine: ``"bayesact"`` or ``"pyro"`` (``pyro.infer.MCMC`` with the same settings).
         device: device for the chains (default: that of the model's tensor arguments).
-        dtype: floating type (default: that of the model's floating tensor arguments).
+        dtype: floating type of the whole run (default: that of the model's first floating
+            tensor argument, else of its parameters). Arguments are converted, the model
+            runs with ``dtype`` as torch's default type (the tensors it creates follow), and
+            an ``nn.Module`` model (e.g. a ``PyroModule``) is cast in place with
+            ``module.to(dtype)``, as ``model.double()`` would.
         seed: seed of the sampler's own random stream (reproducible on CPU).
         target_accept: dual-averaging target of the mean acceptance probability.
         max_tree_depth: NUTS doublings (at most 2^depth - 1 leapfrog steps); for HMC, caps
@@ -511,28 +713,43 @@ def mcmc(
         dense_mass: adapt a dense instead of a diagonal mass matrix.
         num_steps: leapfrog steps per HMC trajectory.
         step_size: initial (or, with ``adapt_step_size=False``, fixed) step size.
+        trajectory_length: HMC trajectory length when ``num_steps`` is None (> 0).
+        adapt_step_size: adapt the step size by dual averaging during warmup.
+        adapt_mass_matrix: adapt the mass matrix in Stan's warmup windows.
+        max_delta_energy: energy error (> 0) beyond which a transition counts as divergent.
         init: ``None``/``"uniform"`` (uniform(-2, 2) in unconstrained space, as Stan) or a
-            dict of constrained site values (broadcast over chains or with a chain dimension).
-        progress: show a tqdm bar per phase with step size and divergence count.
+            dict of constrained values of every latent site, each with the site's shape or
+            (num_chains, *shape).
+        progress: show a tqdm bar per phase with step size and divergence count (only when
+            stderr is a terminal or a notebook: never in log files).
         checkpoint: file to save the sampler state to every ``checkpoint_every`` iterations
-            and on interruption; :func:`resume` continues from it.
-        **kwargs: ``trajectory_length`` (HMC, default 2π), ``checkpoint_every`` (100),
-            ``capture`` (capture the gradient as a graph, default True), ``compile``
-            (``torch.compile`` the captured gradient), ``sync_every``, ``max_delta_energy``
-            (1000), ``adapt_step_size``, ``adapt_mass_matrix``, ``model_kwargs`` (keyword
-            arguments of the model), ``jit_compile`` (engine="pyro").
+            and on interruption (its directory must exist); :func:`resume` continues from it.
+        checkpoint_every: iterations between two checkpoint saves (>= 1).
+        capture: capture the batched gradient as a graph (``make_fx``) instead of re-running
+            Pyro's effect handlers at every step (checked, with a fallback to ``vmap``).
+        compile: compile the NUTS steps (or, for HMC, the captured gradient) with
+            ``torch.compile``.
+        sync_every: NUTS tree levels between two host synchronisations (default: 2 on CPU,
+            8 on GPU).
+        jit_compile: ``engine="pyro"`` only: Pyro's JIT of the potential.
+        model_kwargs: keyword arguments of the model given as a dict (for names that clash
+            with the options above); merged with ``**kwargs``.
+        **kwargs: keyword arguments of the model.
 
     Returns:
         A :class:`~bayesact.infer.Posterior` with samples shaped (chain, draw, ...).
         A KeyboardInterrupt returns the draws made so far (``info["interrupted"]``).
+
+    Raises:
+        ValueError: an option outside its domain (named), a ``device`` that is not
+            available, a ``checkpoint`` whose directory does not exist, an ``init`` with unknown
+            sites or wrong shapes, NaN or infinite observed values, or a start without a
+            finite potential (naming the arguments and sites with non-finite values).
+        TypeError: a keyword argument that is neither an option nor a parameter of the model.
     """
-    model_kwargs = dict(kwargs.pop("model_kwargs", {}) or {})
-    unknown = set(kwargs) - set(_EXTRA_KWARGS)
-    if unknown:
-        raise TypeError(f"unknown argument(s) {sorted(unknown)}; extra options are {sorted(_EXTRA_KWARGS)}")
-    extra = {**_EXTRA_KWARGS, **kwargs}
     if not callable(model):
         raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    model_kwargs = _split_kwargs("mcmc", model, model_kwargs, kwargs, MCMC_OPTIONS)
     if method not in ("nuts", "hmc"):
         raise ValueError(f"method must be 'nuts' or 'hmc', got {method!r}")
     if chain_method not in ("vectorized", "sequential"):
@@ -543,73 +760,133 @@ def mcmc(
     _check_int("num_warmup", num_warmup, 0)
     _check_int("num_samples", num_samples, 1)
     _check_int("max_tree_depth", max_tree_depth, 1)
+    _check_int("checkpoint_every", checkpoint_every, 1)
     if num_steps is not None:
         _check_int("num_steps", num_steps, 1)
-    if not 0.0 < float(target_accept) < 1.0:
+    if sync_every is not None:
+        _check_int("sync_every", sync_every, 1)
+    if not (isinstance(target_accept, int | float) and 0.0 < float(target_accept) < 1.0):
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-    if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
-    _check_int("checkpoint_every", extra["checkpoint_every"], 1)
-    device_, dtype_ = _resolve_device_dtype(args, model_kwargs, device, dtype)
+    if step_size is not None:
+        _check_positive("step_size", step_size)
+    trajectory_length = _check_positive("trajectory_length", trajectory_length)
+    max_delta_energy = _check_positive("max_delta_energy", max_delta_energy, allow_inf=True)
+    if seed is not None:
+        _check_int("seed", seed, 0)
+    if chain_method == "sequential" and checkpoint is not None:
+        raise ValueError("checkpoint= needs chain_method='vectorized'")
+    path = _check_checkpoint_path(checkpoint)
+    device_, dtype_ = _resolve_device_dtype(args, model_kwargs, device, dtype, model)
     args = tuple(_move(a, device_, dtype_) for a in args)
     model_kwargs = {k: _move(v, device_, dtype_) for k, v in model_kwargs.items()}
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    if engine == "pyro":
-        from bayesact.infer.pyro_engine import run_pyro_mcmc
+    with run_context(model, dtype_, device_):
+        if engine == "pyro":
+            from bayesact.infer.pyro_engine import run_pyro_mcmc
 
-        return run_pyro_mcmc(
-            model, args, model_kwargs, method=method, num_chains=num_chains,
-            num_warmup=num_warmup, num_samples=num_samples, seed=seed,
-            target_accept=target_accept, max_tree_depth=max_tree_depth, dense_mass=dense_mass,
-            num_steps=num_steps, step_size=step_size, init=init, progress=progress,
-            trajectory_length=extra["trajectory_length"], jit_compile=extra["jit_compile"],
-        )
-    cfg_fields = {k: v for k, v in extra.items() if k != "jit_compile"}
-    if chain_method == "sequential":
-        if checkpoint is not None:
-            raise ValueError("checkpoint= needs chain_method='vectorized'")
-        parts = []
-        for chain in range(num_chains):
-            cfg = MCMCConfig(
-                method, 1, num_warmup, num_samples, float(target_accept), max_tree_depth,
-                dense_mass, num_steps, step_size, seed + chain, dtype_, device_, **cfg_fields,
+            post = run_pyro_mcmc(
+                model, args, model_kwargs, method=method, num_chains=num_chains,
+                num_warmup=num_warmup, num_samples=num_samples, seed=seed,
+                target_accept=target_accept, max_tree_depth=max_tree_depth, dense_mass=dense_mass,
+                num_steps=num_steps, step_size=step_size, init=init, progress=show_progress(progress),
+                trajectory_length=trajectory_length, jit_compile=jit_compile,
+                adapt_step_size=adapt_step_size, adapt_mass_matrix=adapt_mass_matrix,
             )
-            chain_init = _chain_slice(init, chain, num_chains)
-            parts.append(_start(model, args, model_kwargs, cfg, chain_init, None, progress))
-            if parts[-1].info["interrupted"]:
-                break
-        return Posterior.concat_chains(parts)
-    cfg = MCMCConfig(
-        method, num_chains, num_warmup, num_samples, float(target_accept), max_tree_depth,
-        dense_mass, num_steps, step_size, seed, dtype_, device_, **cfg_fields,
-    )
-    path = os.fspath(checkpoint) if checkpoint is not None else None
-    return _start(model, args, model_kwargs, cfg, init, path, progress)
+            warn_divergences(post.sample_stats["diverging"])
+            return post
+        options = dict(
+            trajectory_length=trajectory_length, checkpoint_every=checkpoint_every, capture=bool(capture),
+            compile=bool(compile), sync_every=sync_every, max_delta_energy=max_delta_energy,
+            adapt_step_size=bool(adapt_step_size), adapt_mass_matrix=bool(adapt_mass_matrix),
+        )
+        if chain_method == "sequential":
+            post = _sequential(model, args, model_kwargs, init, progress, [
+                MCMCConfig(method, 1, num_warmup, num_samples, float(target_accept), max_tree_depth,
+                           dense_mass, num_steps, step_size, seed + chain, dtype_, device_, **options)
+                for chain in range(num_chains)
+            ])
+            warn_divergences(post.sample_stats["diverging"])
+            return post
+        cfg = MCMCConfig(
+            method, num_chains, num_warmup, num_samples, float(target_accept), max_tree_depth,
+            dense_mass, num_steps, step_size, seed, dtype_, device_, **options,
+        )
+        post = _start(model, args, model_kwargs, cfg, init, path, progress)
+    warn_divergences(post.sample_stats["diverging"])
+    return post
 
 
-def _chain_slice(init: Any, chain: int, num_chains: int) -> Any:
-    if not isinstance(init, dict):
-        return init
-    out = {}
-    for k, v in init.items():
-        v = torch.as_tensor(v)
-        out[k] = v[chain] if v.dim() > 0 and v.shape[0] == num_chains else v
+def keyword_options(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword-only parameters of ``fn`` (a sampler's options)."""
+    return tuple(n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+MCMC_OPTIONS = keyword_options(mcmc)
+
+
+def _sequential(
+    model: Callable, args: tuple, kwargs: dict, init: Any, progress: bool, configs: list[MCMCConfig]
+) -> Posterior:
+    """One chain after another. On a KeyboardInterrupt, the chains completed so far are the
+    posterior and the interrupted chain's draws are kept in ``info["interrupted_chain"]``
+    (site -> (1, draws, ...)); if no chain completed, the interrupted chain is the posterior."""
+    parts: list[Posterior] = []
+    partial: Posterior | None = None
+    for chain, cfg in enumerate(configs):
+        try:
+            post = _start(model, args, kwargs, cfg, init, None, progress, chain=(chain, len(configs)))
+        except KeyboardInterrupt:  # in set-up (tracing, capture, initialisation): no draws
+            warn_user(f"sampling interrupted while setting up chain {chain}; returning the "
+                      f"{len(parts)} completed chain(s)")
+            break
+        if not post.info["interrupted"]:
+            parts.append(post)
+            continue
+        partial = post
+        break
+    if not parts:
+        if partial is None:
+            raise KeyboardInterrupt("sampling interrupted before any draw was made")
+        partial.info["chain_method"] = "sequential"
+        return partial
+    out = Posterior.concat_chains(parts)
+    if partial is not None:
+        out.info["interrupted"] = True
+        out.info["interrupted_chain"] = {k: v.clone() for k, v in partial.samples.items()}
+        out.info["interrupted_chain_draws"] = partial.num_draws
+    out.info["chains_completed"] = len(parts)
     return out
 
 
 def _start(
     model: Callable, args: tuple, kwargs: dict, cfg: MCMCConfig, init: Any,
-    checkpoint: str | None, progress: bool,
+    checkpoint: str | None, progress: bool, chain: tuple[int, int] | None = None,
 ) -> Posterior:
     potential = build_potential(
         model, args, kwargs, dtype=cfg.dtype, device=cfg.device, num_chains=cfg.num_chains,
         capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
     )
     _check_observed(potential)
+    if chain is None:
+        _check_init(potential, init, cfg.num_chains)
+    else:  # sequential: init is checked against all chains, then this chain's values are taken
+        _check_init(potential, init, chain[1])
+        init = _chain_slice(potential, init, *chain)
     gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     state = _new_state(potential, cfg, init, gen)
     return _Run(potential, cfg, state, args, kwargs, checkpoint).run(progress)
+
+
+def _chain_slice(potential: Potential, init: Any, chain: int, num_chains: int) -> Any:
+    if not isinstance(init, dict):
+        return init
+    shapes = {s.name: tuple(s.shape) for s in potential.sites}
+    out = {}
+    for k, v in init.items():
+        v = torch.as_tensor(v)
+        out[k] = v[chain] if tuple(v.shape) == (num_chains, *shapes[k]) else v
+    return out
 
 
 def resume_mcmc(
@@ -620,10 +897,13 @@ def resume_mcmc(
     cfg: MCMCConfig = from_plain(MCMCConfig, payload["config"])
     args = tuple(_move(a, cfg.device, cfg.dtype) for a in args)
     model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
-    potential = build_potential(
-        model, args, model_kwargs, dtype=cfg.dtype, device=cfg.device,
-        num_chains=cfg.num_chains, capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
-    )
-    check_latent_sites(payload, {s.name: s.shape for s in potential.sites}, path)
-    state: SamplerState = from_plain(SamplerState, payload["state"])
-    return _Run(potential, cfg, state, args, model_kwargs, path).run(progress)
+    with run_context(model, cfg.dtype, cfg.device):
+        potential = build_potential(
+            model, args, model_kwargs, dtype=cfg.dtype, device=cfg.device,
+            num_chains=cfg.num_chains, capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
+        )
+        check_latent_sites(payload, {s.name: s.shape for s in potential.sites}, path)
+        state: SamplerState = from_plain(SamplerState, payload["state"])
+        post = _Run(potential, cfg, state, args, model_kwargs, path).run(progress)
+    warn_divergences(post.sample_stats["diverging"])
+    return post

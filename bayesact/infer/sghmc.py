@@ -38,14 +38,23 @@ from bayesact.infer.checkpoint import (
     save_checkpoint,
 )
 from bayesact.infer.minibatch import MinibatchPotential
-from bayesact.infer.phases import Phase, run_phases
+from bayesact.infer.phases import Phase, run_phases, warn_user
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.replay import replay_sites
-from bayesact.infer.sampler import _check_int, _check_observed, _move, _resolve_device_dtype
+from bayesact.infer.sampler import (
+    _check_checkpoint_path,
+    _check_init,
+    _check_int,
+    _check_observed,
+    _check_positive,
+    _move,
+    _resolve_device_dtype,
+    _split_kwargs,
+    keyword_options,
+    run_context,
+)
 
 __all__ = ["SGHMCConfig", "SGHMCState", "adapt_preconditioner", "resume_sghmc", "sghmc", "sghmc_step"]
-
-_EXTRA_KWARGS = {"clip_grad_norm": None, "checkpoint_every": 1000, "capture": True, "model_kwargs": None}
 
 
 @dataclass
@@ -150,6 +159,7 @@ class _SGHMCRun:
             moving[s.offset : s.offset + s.size] = 0.0
         self.moving = moving if self.gibbs_sites else None
         self.stream: torch.Tensor | None = None
+        self.first_bad = torch.zeros((), dtype=torch.long, device=cfg.device)
 
     # -- pieces of a step ------------------------------------------------------------------
     def _gradient(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,16 +237,14 @@ class _SGHMCRun:
                 gen.set_state(self.stream)  # the unfinished step is redone on resume
         st.generator_state = gen.get_state()
         if interrupted:
-            warnings.warn(
+            warn_user(
                 f"sghmc interrupted at step {st.iteration} of {cfg.num_steps}: returning the "
-                "draws so far" + (f" (checkpoint saved to {self.checkpoint})" if self.checkpoint else ""),
-                stacklevel=3,
+                "draws so far" + (f" (checkpoint saved to {self.checkpoint})" if self.checkpoint else "")
             )
         if nonfinite_at is not None:
-            warnings.warn(
+            warn_user(
                 f"sghmc stopped at step {nonfinite_at}: a chain's potential or position became "
-                "non-finite (lower step_size or set clip_grad_norm); returning the draws before it",
-                stacklevel=3,
+                "non-finite (lower step_size or set clip_grad_norm); returning the draws before it"
             )
         elif self.checkpoint:
             self.save()
@@ -257,10 +265,15 @@ class _SGHMCRun:
         step = st.iteration + 1
         if self.gibbs_sites and step % cfg.gibbs_every == 0:
             z = self._gibbs(z, gen)
+        # the first non-finite step (0: none) is kept on the device and read only when recording
+        # and every 100 steps, so burn-in does not run on NaNs and there is no sync per step
+        bad = ~(torch.isfinite(u).all() & torch.isfinite(z).all())
+        self.first_bad = torch.where(bad & (self.first_bad == 0), step, self.first_bad)
         after = step - cfg.num_burnin
-        if after > 0 and after % cfg.thinning == 0:
-            if not bool(torch.isfinite(u).all() & torch.isfinite(z).all()):
-                return step
+        record = after > 0 and after % cfg.thinning == 0
+        if (record or step % 100 == 0) and (first := int(self.first_bad)):
+            return first
+        if record:
             self._record(after // cfg.thinning - 1, z, u, g)
         if adapted is not None:
             st.tau, st.grad_avg, st.grad_sq_avg = adapted
@@ -367,12 +380,11 @@ def _trace_quiet(model: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
 def _new_state(mb: MinibatchPotential, cfg: SGHMCConfig, init: Any, gen: torch.Generator) -> SGHMCState:
     pot = mb.potential
     c, d = cfg.num_chains, pot.dim
+    _check_init(pot, init, c)
     if isinstance(init, dict):
         z = pot.unconstrain(init, (c,))
-    elif init in (None, "uniform"):
-        z = torch.rand(c, d, generator=gen, dtype=cfg.dtype, device=cfg.device) * 4 - 2
     else:
-        raise ValueError(f"init must be None, 'uniform' or a dict of site values, got {init!r}")
+        z = torch.rand(c, d, generator=gen, dtype=cfg.dtype, device=cfg.device) * 4 - 2
     ones = torch.ones(c, d, dtype=cfg.dtype, device=cfg.device)
     stats = {name: torch.full((c, cfg.num_samples), math.nan, dtype=cfg.dtype, device=cfg.device)
              for name in ("lp", "step_size", "grad_norm")}
@@ -406,6 +418,10 @@ def sghmc(
     checkpoint: str | os.PathLike | None = None,
     predict: tuple | None = None,
     init: dict[str, Any] | str | None = None,
+    clip_grad_norm: float | None = None,
+    checkpoint_every: int = 1000,
+    capture: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Posterior:
     """Sample a Pyro model's posterior with scale-adapted SGHMC on minibatches, chains vectorized.
@@ -415,7 +431,8 @@ def sghmc(
     and its square (see :mod:`bayesact.infer.sghmc`). Ũ is the full-data potential estimated
     on a minibatch: the log-likelihood of the data-dependent observed sites is scaled by N/B
     (:mod:`bayesact.infer.minibatch`). The positional tensor arguments whose first dimension
-    equals N (the length of the first one) are minibatched together.
+    equals N (the length of the first one) are minibatched together; keyword arguments that
+    are not options below go to the model unchanged (never minibatched).
 
     Args:
         model: a Pyro model with continuous, global latent sites; if it has ``gibbs_sites``
@@ -434,19 +451,26 @@ def sghmc(
         gibbs_every: steps between two Gibbs updates of ``model.gibbs_sites``.
         seed: seed of the sampler's random stream (minibatches, noise, Gibbs draws).
         device: device (default: that of the model's tensor arguments).
-        dtype: floating type (default: that of the model's floating tensor arguments).
-        progress: show a tqdm bar per phase (burn-in, sampling).
+        dtype: floating type of the whole run (default: that of the model's first floating
+            tensor argument); as in :func:`~bayesact.infer.mcmc`, an ``nn.Module`` model is
+            cast in place and the model runs with ``dtype`` as torch's default type.
+        progress: show a tqdm bar per phase (burn-in, sampling) when stderr is a terminal.
         checkpoint: file to save the state to every ``checkpoint_every`` steps and at the end
-            or on interruption; :func:`~bayesact.infer.resume` continues from it.
+            or on interruption (its directory must exist); :func:`~bayesact.infer.resume`
+            continues from it.
         predict: ``(site, *test_args)``: at the end the model is replayed at ``test_args``
             for every draw and ``posterior.samples[site]`` holds the deterministic ``site``
             there (e.g. ``("f", x_test)`` for a BNN's outputs), so ArviZ reports R-hat and
             ESS on function values rather than on non-identifiable weights.
-        init: ``None`` (uniform(-2, 2) in unconstrained space) or a dict of site values.
-        **kwargs: ``clip_grad_norm`` (clip each chain's ∇Ũ to this norm; the authors clip
-            the gradient of Ũ/N at 100, i.e. ``100 * N`` here; default off), ``checkpoint_every``
-            (1000), ``capture`` (capture the gradient as a graph, default True),
-            ``model_kwargs``.
+        init: ``None`` (uniform(-2, 2) in unconstrained space) or a dict of constrained values
+            of every latent site, each with the site's shape or (num_chains, *shape).
+        clip_grad_norm: clip each chain's ∇Ũ to this norm (the authors clip the gradient of
+            Ũ/N at 100, i.e. ``100 * N`` here); ``None``: no clipping.
+        checkpoint_every: steps between two checkpoint saves (>= 1).
+        capture: capture the batched gradient as a graph (see :func:`~bayesact.infer.mcmc`).
+        model_kwargs: keyword arguments of the model given as a dict (for names that clash
+            with the options above); merged with ``**kwargs``.
+        **kwargs: keyword arguments of the model.
 
     Returns:
         A :class:`~bayesact.infer.Posterior` with samples shaped (chain, draw, ...) and
@@ -455,52 +479,54 @@ def sghmc(
 
     Raises:
         ValueError: bad ``num_chains``, ``batch_size`` (not in [1, N]), ``thinning``,
-            ``num_discard``, ``step_size``, ``momentum_decay``, no minibatchable ``args``,
-            or a bad ``predict``.
+            ``num_discard``, ``step_size``, ``momentum_decay``, ``clip_grad_norm``, ``device``,
+            ``init``, a ``checkpoint`` whose directory does not exist, no minibatchable
+            ``args``, or a bad ``predict``.
+        TypeError: a keyword argument that is neither an option nor a parameter of the model.
     """
-    unknown = set(kwargs) - set(_EXTRA_KWARGS)
-    if unknown:
-        raise TypeError(f"unknown argument(s) {sorted(unknown)}; extra options are {sorted(_EXTRA_KWARGS)}")
-    extra = {**_EXTRA_KWARGS, **kwargs}
-    model_kwargs = dict(extra.pop("model_kwargs") or {})
     if not callable(model):
         raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    model_kwargs = _split_kwargs("sghmc", model, model_kwargs, kwargs, SGHMC_OPTIONS)
     _check_int("num_chains", num_chains, 1)
     _check_int("num_burnin", num_burnin, 0)
     _check_int("num_samples", num_samples, 1)
     _check_int("thinning", thinning, 1)
     _check_int("num_discard", num_discard, 0)
     _check_int("gibbs_every", gibbs_every, 1)
-    _check_int("checkpoint_every", extra["checkpoint_every"], 1)
+    _check_int("checkpoint_every", checkpoint_every, 1)
     if num_discard >= num_samples:
         raise ValueError(f"num_discard must be < num_samples = {num_samples}, got {num_discard}")
     if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
     if not (isinstance(momentum_decay, (int, float)) and 0 < momentum_decay < 1):
         raise ValueError(f"momentum_decay must lie in (0, 1), got {momentum_decay!r}")
-    clip = extra["clip_grad_norm"]
-    if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
-        raise ValueError(f"clip_grad_norm must be None or a positive number, got {clip!r}")
-    device_, dtype_ = _resolve_device_dtype(args, model_kwargs, device, dtype)
+    if clip_grad_norm is not None:
+        clip_grad_norm = _check_positive("clip_grad_norm", clip_grad_norm)
+    if seed is not None:
+        _check_int("seed", seed, 0)
+    path = _check_checkpoint_path(checkpoint)
+    device_, dtype_ = _resolve_device_dtype(args, model_kwargs, device, dtype, model)
     args = tuple(_move(a, device_, dtype_) for a in args)
     model_kwargs = {k: _move(v, device_, dtype_) for k, v in model_kwargs.items()}
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    cfg = SGHMCConfig(
-        num_chains, num_burnin, num_samples, thinning, batch_size, float(step_size),
-        float(momentum_decay), num_discard, gibbs_every, seed, dtype_, device_,
-        clip_grad_norm=None if clip is None else float(clip),
-        checkpoint_every=extra["checkpoint_every"], capture=bool(extra["capture"]),
-        predict=_check_predict(predict, model, model_kwargs, device_, dtype_),
-    )
-    mb = MinibatchPotential(model, args, model_kwargs, batch_size, num_chains, dtype_, device_,
-                            capture=cfg.capture)
-    _check_observed(mb.potential)
-    _check_gibbs(model, mb)
-    gen = torch.Generator(device=device_).manual_seed(seed)
-    state = _new_state(mb, cfg, init, gen)
-    path = os.fspath(checkpoint) if checkpoint is not None else None
-    return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)
+    with run_context(model, dtype_, device_):
+        cfg = SGHMCConfig(
+            num_chains, num_burnin, num_samples, thinning, batch_size, float(step_size),
+            float(momentum_decay), num_discard, gibbs_every, seed, dtype_, device_,
+            clip_grad_norm=clip_grad_norm, checkpoint_every=checkpoint_every, capture=bool(capture),
+            predict=_check_predict(predict, model, model_kwargs, device_, dtype_),
+        )
+        mb = MinibatchPotential(model, args, model_kwargs, batch_size, num_chains, dtype_, device_,
+                                capture=cfg.capture)
+        _check_observed(mb.potential)
+        _check_gibbs(model, mb)
+        gen = torch.Generator(device=device_).manual_seed(seed)
+        state = _new_state(mb, cfg, init, gen)
+        return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)
+
+
+SGHMC_OPTIONS = keyword_options(sghmc)
 
 
 def resume_sghmc(
@@ -511,8 +537,9 @@ def resume_sghmc(
     cfg: SGHMCConfig = from_plain(SGHMCConfig, payload["config"])
     args = tuple(_move(a, cfg.device, cfg.dtype) for a in args)
     model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
-    mb = MinibatchPotential(model, args, model_kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype,
-                            cfg.device, capture=cfg.capture)
-    check_latent_sites(payload, {s.name: s.shape for s in mb.potential.sites}, path)
-    state: SGHMCState = from_plain(SGHMCState, payload["state"])
-    return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)
+    with run_context(model, cfg.dtype, cfg.device):
+        mb = MinibatchPotential(model, args, model_kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype,
+                                cfg.device, capture=cfg.capture)
+        check_latent_sites(payload, {s.name: s.shape for s in mb.potential.sites}, path)
+        state: SGHMCState = from_plain(SGHMCState, payload["state"])
+        return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)

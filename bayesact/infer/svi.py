@@ -13,8 +13,17 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoLowRankMultivariateNormal, AutoNormal
 from tqdm.auto import tqdm
 
+from bayesact.infer.phases import show_progress
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
+from bayesact.infer.sampler import (
+    _check_int,
+    _move,
+    _resolve_device_dtype,
+    _split_kwargs,
+    keyword_options,
+    run_context,
+)
 
 __all__ = ["SVIResult", "svi"]
 
@@ -133,16 +142,21 @@ def svi(
     optimizer: Any = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
     seed: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> SVIResult:
     """Fit a variational posterior by maximising the ELBO (Kingma & Welling 2014; Ranganath
     et al. 2014): ELBO(φ) = E_q[log p(x, z) - log q_φ(z)], estimated with ``num_particles``
     reparameterised samples per step (Pyro's ``Trace_ELBO``).
 
+    The model is called as ``model(*args, **kwargs)``: keyword arguments that are not options
+    below go to the model (as in Pyro's ``SVI.step``).
+
     Args:
         model: a Pyro model.
-        *args: model arguments (tensors are moved to ``device``).
+        *args: model arguments (floating tensors are moved to ``device`` and ``dtype``).
         guide: ``"normal"`` (mean-field, ``AutoNormal``), ``"lowrank"``
             (``AutoLowRankMultivariateNormal``), ``"iaf"`` (``AutoIAFNormal``, Kingma et al.
             2016) or a Pyro guide callable.
@@ -150,10 +164,16 @@ def svi(
         lr: learning rate of the default Adam optimiser.
         num_particles: ELBO samples per step.
         optimizer: a ``pyro.optim`` optimiser (overrides ``lr``).
-        progress: tqdm bar with the loss.
-        device: device for tensor arguments (default: unchanged).
+        progress: tqdm bar with the loss (only when stderr is a terminal or a notebook).
+        device: device of the run (default: that of the model's tensor arguments).
+        dtype: floating type of the run (default: that of the first floating tensor argument);
+            as in :func:`~bayesact.infer.mcmc`, an ``nn.Module`` model is cast in place and the
+            model and guide run with ``dtype`` as torch's default type (the guide's parameters
+            get that dtype).
         seed: seeds Pyro's global random streams (``pyro.set_rng_seed``).
-        model_kwargs: keyword arguments of the model.
+        model_kwargs: keyword arguments of the model given as a dict (for names that clash
+            with the options above); merged with ``**kwargs``.
+        **kwargs: keyword arguments of the model.
 
     Returns:
         An :class:`SVIResult`. Pyro's global parameter store is cleared first.
@@ -170,11 +190,20 @@ def svi(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    kwargs = dict(model_kwargs or {})
-    if device is not None:
-        dev = torch.device(device)
-        args = tuple(a.to(dev) if isinstance(a, torch.Tensor) else a for a in args)
-        kwargs = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    kwargs = _split_kwargs("svi", model, model_kwargs, kwargs, SVI_OPTIONS)
+    if seed is not None:
+        _check_int("seed", seed, 0)
+    dev, dt = _resolve_device_dtype(args, kwargs, device, dtype, model)
+    args = tuple(_move(a, dev, dt) for a in args)
+    kwargs = {k: _move(v, dev, dt) for k, v in kwargs.items()}
+    with run_context(model, dt, dev):
+        return _fit(model, args, kwargs, guide, num_steps, lr, num_particles, optimizer, progress, seed)
+
+
+def _fit(
+    model: Callable[..., Any], args: tuple, kwargs: dict, guide: str | Callable[..., Any], num_steps: int,
+    lr: float, num_particles: int, optimizer: Any, progress: bool, seed: int | None,
+) -> SVIResult:
     if seed is not None:
         pyro.set_rng_seed(seed)
     tr = trace_model(model, args, kwargs)
@@ -192,7 +221,7 @@ def svi(
     optim = optimizer if optimizer is not None else pyro.optim.Adam({"lr": lr})
     engine = SVI(model, guide_fn, optim, loss=Trace_ELBO(num_particles=num_particles))
     losses: list[float] = []
-    bar = tqdm(range(num_steps), desc="svi", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(num_steps), desc="svi", disable=not show_progress(progress), dynamic_ncols=True)
     try:
         for step in bar:
             try:
@@ -213,3 +242,6 @@ def svi(
     finally:
         bar.close()
     return SVIResult(model, guide_fn, args, kwargs, losses)
+
+
+SVI_OPTIONS = keyword_options(svi)
