@@ -35,6 +35,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions.transforms import Transform
 
 from bayesact.infer.compiled import CompiledFunction, detach_constants, outputs_close
+from bayesact.infer.phases import warn_user
 
 __all__ = ["LatentSite", "Potential", "build_potential", "trace_model"]
 
@@ -323,10 +324,7 @@ class Potential:
                 self._captured_for = num_chains
                 self.mode = mode
         except Exception as exc:  # any failure to capture keeps the eager vmap path
-            warnings.warn(
-                f"could not capture the model's gradient as a graph ({exc!r}); using vmap",
-                stacklevel=3,
-            )
+            warn_user(f"could not capture the model's gradient as a graph ({exc!r}); using vmap")
         return self.mode
 
     def _capture(self, example: torch.Tensor, data: tuple[torch.Tensor, ...] = ()) -> PotentialAndGrad:

@@ -371,3 +371,17 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     assert show_progress(True) and not show_progress(False)
     quiet(mcmc, regression, x, y, **{**QUICK, "progress": True})
     assert "warmup" in sys.stderr.getvalue()
+
+
+def checked(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):  # data-dependent Python check: cannot be captured
+        raise ValueError("x has NaN")
+    regression(x, y)
+
+
+def test_capture_fallback_warning_points_at_the_callers_line():
+    x, y = data(dtype=F64)
+    with pytest.warns(UserWarning, match="could not capture") as record:
+        sghmc(checked, x, y, num_chains=2, num_burnin=2, num_samples=2, thinning=1, batch_size=5,
+              seed=0, progress=False)
+    assert {w.filename for w in record if "could not capture" in str(w.message)} == {__file__}
