@@ -177,8 +177,10 @@ def run_context(model: Any, dtype: torch.dtype, device: torch.device) -> Iterato
     An ``nn.Module`` model (a ``PyroModule`` such as :class:`bayesact.models.BNN`, a GPyTorch
     or ``pyro.contrib.gp`` model, or the object of a bound method ``gp.model``) has its floating
     parameters and buffers cast **in place** to ``dtype`` and moved to ``device``
-    (``module.to``), as ``model.double()`` would: the posterior then refers to the model the
-    user holds, and Pyro's parameter store keeps pointing at the same ``nn.Parameter`` objects.
+    (``module.to``), as ``model.double()`` would, and so have the floating tensors held as
+    plain attributes of its submodules (``GPRegression.X``): the posterior then refers to the
+    model the user holds, and Pyro's parameter store keeps pointing at the same
+    ``nn.Parameter`` objects.
     The default dtype is restored on exit; the module keeps its new dtype.
     """
     for module in _modules(model):
@@ -187,6 +189,12 @@ def run_context(model: Any, dtype: torch.dtype, device: torch.device) -> Iterato
             t.device != device for t in tensors
         ):
             module.to(device=device, dtype=dtype)
+        for sub in module.modules():  # plain tensor attributes, e.g. GPRegression's X and y
+            for name, value in list(vars(sub).items()):
+                if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                    moved = _move(value, device, dtype)
+                    if moved is not value:
+                        setattr(sub, name, moved)
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:

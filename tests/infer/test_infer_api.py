@@ -123,6 +123,21 @@ def test_bnn_runs_in_float64_with_every_sampler_and_is_cast_in_place():
     assert all(v.dtype == F64 for v in result.sample_posterior(2, seed=0).values())
 
 
+def test_pyro_gp_model_given_as_a_bound_method_runs_in_float64():
+    import pyro.contrib.gp as gp
+    from pyro.nn import PyroSample
+
+    x = torch.linspace(0.0, 1.0, 12)
+    y = torch.sin(6 * x)
+    gpr = gp.models.GPRegression(x, y, gp.kernels.RBF(1))
+    gpr.kernel.lengthscale = PyroSample(dist.LogNormal(torch.tensor(0.0), torch.tensor(1.0)))
+    gpr.kernel.variance = PyroSample(dist.LogNormal(torch.tensor(0.0), torch.tensor(1.0)))
+    gpr.noise = PyroSample(dist.LogNormal(torch.tensor(-2.0), torch.tensor(1.0)))
+    post = quiet(mcmc, gpr.model, dtype=F64, **QUICK)
+    assert {v.dtype for v in post.samples.values()} == {F64}
+    assert gpr.X.dtype == gpr.y.dtype == F64  # the module's data attributes follow the run
+
+
 # -- model keyword arguments and explicit options -------------------------------------------
 def test_keyword_arguments_reach_the_model_like_pyro_mcmc_run():
     x, y = data(dtype=F64)
