@@ -83,14 +83,14 @@ class Activation(nn.Module):
         constrained = self.__dict__.get("_constrained")
         if constrained is not None and name in constrained and isinstance(value, Tensor):
             raw = super().__getattr__(RAW_PREFIX + name)
-            checked = spec(self.name).bind({name: value.detach()}, dtype=raw.dtype)[name]
+            checked = spec(self.name).to_tensor(name, value.detach(), raw.dtype, raw.device)
             if checked.shape != raw.shape:
                 raise ValueError(f"{self.name}: parameter {name!r} has shape {tuple(raw.shape)}, "
                                  f"got a value of shape {tuple(checked.shape)}")
             to_raw = self._constraint(name).to_raw
             assert to_raw is not None
             with torch.no_grad():
-                raw.copy_(to_raw(checked.to(raw.device)))
+                raw.copy_(to_raw(checked))
             return
         super().__setattr__(name, value)
 

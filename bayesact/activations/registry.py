@@ -158,9 +158,8 @@ class ActivationSpec:
         if missing:  # info() without the required values: those are None, nothing is cross-checked
             partial: dict[str, Any] = {k: None if k in missing else v for k, v in options.items()}
             for key in self.numeric:
-                given = key not in missing
-                partial[key] = self._to_tensor(key, params.get(key, self.defaults[key]), dtype, device) \
-                    if given else None
+                raw = None if key in missing else params.get(key, self.defaults[key])
+                partial[key] = None if raw is None else self.to_tensor(key, raw, dtype, device)
             return partial
         if self.option_check is not None:
             self.option_check(options)
@@ -169,7 +168,7 @@ class ActivationSpec:
             raw = params.get(key, self.defaults[key])
             if raw is None and key in self.default_factories:
                 raw = self.default_factories[key](options)
-            values[key] = self._to_tensor(key, raw, dtype, device)
+            values[key] = self.to_tensor(key, raw, dtype, device)
         if self.values_check is not None:
             self.values_check(values)
         return values
@@ -196,9 +195,10 @@ class ActivationSpec:
                         f"{tuple(x.shape)}); a per-channel parameter needs one value per channel, or 1"
                     )
 
-    def _to_tensor(
+    def to_tensor(
         self, key: str, raw: Any, dtype: torch.dtype | None, device: torch.device | None
     ) -> Tensor:
+        """One numeric parameter as a tensor, checked (finite, its constraint, its event dimensions)."""
         if isinstance(raw, Tensor):
             if raw.is_complex() or raw.dtype == torch.bool:
                 raise TypeError(f"{self.name}: parameter {key!r} must be a real tensor")

@@ -103,6 +103,11 @@ def test_assigning_a_constrained_parameter_validates_and_sets_the_raw_value() ->
         module.a = torch.tensor([1.0, -1.0])
     with pytest.raises(ValueError, match="parameter 'a' has shape \\(2,\\), got a value of shape \\(3,\\)"):
         module.a = torch.ones(3)
+    gate = A.get("sdm", q=3.0, d=0.6)  # a map with required parameters
+    gate.d = torch.tensor(0.25)
+    torch.testing.assert_close(gate.d, torch.tensor(0.25))
+    with pytest.raises(ValueError, match="sdm: parameter 'd' must be in \\[0, 1\\]"):
+        gate.d = torch.tensor(1.5)
 
 
 def test_kernels_read_the_constrained_values() -> None:
