@@ -15,7 +15,7 @@ from torch._C._functorch import is_batchedtensor
 from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
 from bayesact import activations
-from bayesact.priors import GaussianPrior, HierarchicalPrior, WeightPrior
+from bayesact.priors import GaussianPrior, WeightPrior
 from bayesact.priors._checks import check_int
 
 LIKELIHOODS = ("gaussian", "student_t", "bernoulli", "categorical")
@@ -122,6 +122,11 @@ class BNN(PyroModule):
         self.prior = weight_prior.bind(self.num_layers)
 
     @property
+    def in_dim(self) -> int:
+        """Number of input features."""
+        return self.widths[0]
+
+    @property
     def num_layers(self) -> int:
         """Number of dense layers (hidden layers + the output layer)."""
         return len(self.widths) - 1
@@ -146,7 +151,7 @@ class BNN(PyroModule):
         for layer in range(self.num_layers):
             fan_in, fan_out = self.widths[layer], self.widths[layer + 1]
             weight, bias = self.prior.pyro_sample_layer(
-                layer, f"layers.{layer}", fan_in, fan_out, dtype=x.dtype, device=x.device
+                layer, self.prior.layer_site(layer), fan_in, fan_out, dtype=x.dtype, device=x.device
             )
             h = self._layer(h, _drop_data_slot(weight, 2), _drop_data_slot(bias, 1), layer)
         f = pyro.deterministic("f", h)
@@ -167,33 +172,22 @@ class BNN(PyroModule):
             h = self._layer(h, weight.to(x.dtype), bias.to(x.dtype), layer)
         return h
 
-    # ------------------------------------------------------------------ Gibbs updates (SGHMC)
+    # ------------------------------------------------------------------ Gibbs hook (SGHMC)
+    # The BNN satisfies bayesact.infer.protocols.GibbsHook structurally by delegating to its prior.
     @property
     def gibbs_sites(self) -> tuple[str, ...]:
-        """Latent sites updated by :meth:`gibbs_update` rather than by gradient dynamics.
-
-        The per-layer variances of a :class:`~bayesact.priors.HierarchicalPrior`; empty otherwise.
+        """Latent sites updated by :meth:`gibbs_update` rather than by gradient dynamics: the prior's
+        (the per-layer variances of a :class:`~bayesact.priors.HierarchicalPrior`; none for a Gaussian one).
         """
-        if not isinstance(self.prior, HierarchicalPrior):
-            return ()
-        kinds = ("weight", "bias")
-        return tuple(f"layers.{layer}.{kind}_variance" for layer in range(self.num_layers) for kind in kinds)
+        return self.prior.gibbs_sites
 
     def gibbs_update(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
         """New values of :attr:`gibbs_sites` drawn from their full conditionals given the weights.
 
-        ``values`` maps site names to current values with any leading (chain) dimensions; each
-        variance is drawn from InvGamma(α + n/2, β + Σw²/2) of its layer's weights (or biases).
+        ``values`` maps site names to current values with any leading (chain) dimensions; the prior
+        draws them (a hierarchical prior: InvGamma(α + n/2, β + Σw²/2) of each layer's weights or biases).
         """
-        if not isinstance(self.prior, HierarchicalPrior):
-            return {}
-        out = {}
-        for layer in range(self.num_layers):
-            for kind in ("weight", "bias"):
-                out[f"layers.{layer}.{kind}_variance"] = self.prior.gibbs_variance(
-                    layer, kind, values[f"layers.{layer}.{kind}"]
-                )
-        return out
+        return self.prior.gibbs_update(values)
 
     # ------------------------------------------------------------------ the likelihood
     def _observe(self, f: Tensor, y: Tensor | None, n: int, total_size: int | None) -> None:

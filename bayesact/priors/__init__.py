@@ -1,4 +1,10 @@
-"""Weight-prior families and functional-prior fitting.
+"""Weight priors, function priors and functional-prior fitting.
+
+- :mod:`bayesact.priors.weight`: priors over an MLP's weights (``WeightPrior``, ``GaussianPrior``,
+  ``HierarchicalPrior``);
+- :mod:`bayesact.priors.function`: priors over functions (the ``FunctionPrior`` protocol, ``GPPrior``);
+- :mod:`bayesact.priors.fitting`: tuning a weight prior so that its network's functions match a function
+  prior (``fit_functional_prior``, Wasserstein or NNGP matching, measurement-point samplers).
 
 ```python
 from bayesact.models import BNN
@@ -11,21 +17,31 @@ posterior_model = BNN(1, hidden=(100,), prior=fitted)
 ```
 """
 
-from .base import WeightPrior
-from .fitting import FittedPrior, fit_functional_prior
-from .gaussian import GaussianPrior
-from .gp import GPPrior
-from .hierarchical import HierarchicalPrior
-from .measurement import mixed_measurement_sampler
-from .wasserstein import LipschitzCritic, wasserstein_distance
+from .fitting import (
+    FittedPrior,
+    HasActivation,
+    HasWeightPrior,
+    LipschitzCritic,
+    WeightSpacePrior,
+    fit_functional_prior,
+    mixed_measurement_sampler,
+    wasserstein_distance,
+)
+from .function import FunctionPrior, FunctionPriorWithCovariance, GPPrior
+from .weight import GaussianPrior, HierarchicalPrior, WeightPrior
 
 __all__ = [
     "FittedPrior",
+    "FunctionPrior",
+    "FunctionPriorWithCovariance",
     "GPPrior",
     "GaussianPrior",
+    "HasActivation",
+    "HasWeightPrior",
     "HierarchicalPrior",
     "LipschitzCritic",
     "WeightPrior",
+    "WeightSpacePrior",
     "fit_functional_prior",
     "mixed_measurement_sampler",
     "wasserstein_distance",

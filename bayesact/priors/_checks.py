@@ -1,4 +1,4 @@
-"""Argument checks shared by the priors and the models: ValueErrors that name the argument."""
+"""Argument checks shared by the priors and the models: errors that name the argument."""
 
 from __future__ import annotations
 
@@ -21,3 +21,17 @@ def check_real(value: Any, name: str, *, allow_zero: bool = False) -> float:
         expected = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"'{name}' must be a finite number {expected}, got {value!r}")
     return float(value)
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument that does not satisfy the protocol it is typed with.
+
+    A TypeError; also a ValueError, which these checks raised before the protocols existed, so code
+    catching ValueError keeps working.
+    """
+
+
+def check_protocol(value: Any, protocol: type, name: str, expected: str) -> None:
+    """An :class:`ArgumentTypeError` naming ``name`` unless ``isinstance(value, protocol)``."""
+    if not isinstance(value, protocol):
+        raise ArgumentTypeError(f"'{name}' must {expected}, got {type(value).__name__}")

@@ -8,7 +8,7 @@ import torch
 
 from bayesact.models import BNN
 from bayesact.priors import FittedPrior, GaussianPrior, GPPrior, HierarchicalPrior, fit_functional_prior
-from bayesact.priors.nngp_matching import bnn_nngp, relative_frobenius
+from bayesact.priors.fitting.nngp_matching import bnn_nngp, relative_frobenius
 
 
 def _rbf_target(lengthscale: float = 1.0, outputscale: float = 1.0) -> GPPrior:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bayesact.priors.wasserstein import wasserstein_distance
+from bayesact.priors.fitting.wasserstein import wasserstein_distance
 
 
 def _estimate(p: torch.Tensor, q: torch.Tensor, steps: int = 1000, batch_size: int = 512) -> float:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from bayesact.kernels.cholesky import cholesky_with_jitter
 
-from ._checks import check_int, check_real
+from .._checks import check_int, check_real
 
 
 def _check_inputs(x: Any) -> Tensor:

@@ -20,7 +20,8 @@ class HierarchicalPrior(WeightPrior):
     variances are latent sites ``{name}.weight_variance`` and ``{name}.bias_variance``; for prior
     fitting every function draw gets its own variances (not one shared draw per batch).
     Conditionally on the weights, a layer's variance is InvGamma(α + n/2, β + Σw²/2)
-    (:meth:`gibbs_variance`), the Gibbs step used with SGHMC. ``num_layers=None`` takes the layer
+    (:meth:`gibbs_variance`), the Gibbs step used with SGHMC through the Gibbs hook
+    (:attr:`gibbs_sites`, :meth:`gibbs_update`). ``num_layers=None`` takes the layer
     count from the network the prior is given to.
 
     Paper: "All You Need is a Good Functional Prior for Bayesian Deep Learning" (Tran, Rossi, Milios,
@@ -100,3 +101,24 @@ class HierarchicalPrior(WeightPrior):
         flat = values.detach().flatten(start_dim=values.dim() - event)
         posterior = dist.InverseGamma(alpha + flat.shape[-1] / 2, beta + flat.pow(2).sum(-1) / 2)
         return posterior.sample()
+
+    @property
+    def gibbs_sites(self) -> tuple[str, ...]:
+        """The per-layer variance sites ``layers.{l}.weight_variance`` and ``layers.{l}.bias_variance``."""
+        self._check_layer(0)
+        assert self.num_layers is not None
+        return tuple(
+            f"{self.layer_site(layer)}.{kind}_variance" for layer in range(self.num_layers) for kind in KINDS
+        )
+
+    def gibbs_update(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Each variance drawn by :meth:`gibbs_variance` from the current weights (or biases) of its
+        layer, ``values[f"layers.{l}.weight"]`` (with any leading chain dimensions)."""
+        self._check_layer(0)
+        assert self.num_layers is not None
+        out = {}
+        for layer in range(self.num_layers):
+            site = self.layer_site(layer)
+            for kind in KINDS:
+                out[f"{site}.{kind}_variance"] = self.gibbs_variance(layer, kind, values[f"{site}.{kind}"])
+        return out

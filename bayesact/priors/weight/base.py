@@ -105,6 +105,22 @@ class WeightPrior(nn.Module, ABC):
     def rsample_layer(self, layer: int, fan_in: int, fan_out: int, n: int) -> tuple[Tensor, Tensor]:
         """``n`` reparameterised draws: weights (n, fan_in, fan_out) and biases (n, fan_out)."""
 
+    def layer_site(self, layer: int) -> str:
+        """The site-name prefix of layer ``layer`` in a network's Pyro model: ``layers.{layer}``."""
+        return f"layers.{layer}"
+
+    # Gibbs hook (bayesact.infer.protocols.GibbsHook): none by default; conjugate priors override.
+    @property
+    def gibbs_sites(self) -> tuple[str, ...]:
+        """Latent sites of the prior redrawn by :meth:`gibbs_update` rather than by gradient dynamics
+        (named as :meth:`pyro_sample_layer` names them under :meth:`layer_site`); none here."""
+        return ()
+
+    def gibbs_update(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        """New values of :attr:`gibbs_sites` from their full conditionals given the model's other
+        ``values`` (site name -> value with any leading chain dimensions); none here."""
+        return {}
+
     def extra_repr(self) -> str:
         if self.num_layers is None:
             return "num_layers=None (set by the network)"

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from bayesact import kernels
 
-from .gaussian import GaussianPrior
+from ..function.protocol import FunctionPrior, FunctionPriorWithCovariance
+from ..weight.gaussian import GaussianPrior
 
 __all__ = [
     "NonFiniteTargetError",
@@ -55,13 +56,12 @@ def bnn_nngp(bnn: Any, x: Tensor) -> Tensor:
     )
 
 
-def target_covariance(target: Any, x: Tensor, n: int) -> Tensor:
-    """C(x, x): ``target.covariance(x)`` when the target has it (e.g. a GPPrior), else the second
+def target_covariance(target: FunctionPrior, x: Tensor, n: int) -> Tensor:
+    """C(x, x): ``target.covariance(x)`` for a FunctionPriorWithCovariance (e.g. a GPPrior), else the second
     moment (1/(n·out)) Σ f fᵀ of n zero-mean draws from ``target.sample_functions(x, n)``."""
-    covariance = getattr(target, "covariance", None)
-    if callable(covariance):
+    if isinstance(target, FunctionPriorWithCovariance):
         with torch.no_grad():
-            exact = covariance(x).to(x.dtype)
+            exact = target.covariance(x).to(x.dtype)
         if not bool(torch.isfinite(exact).all()):
             name = type(target).__name__
             raise NonFiniteTargetError(f"'target' ({name}) gave a covariance with NaN or inf")
@@ -71,7 +71,7 @@ def target_covariance(target: Any, x: Tensor, n: int) -> Tensor:
     return f.T @ f / f.shape[0]
 
 
-def target_samples(target: Any, x: Tensor, n: int) -> Tensor:
+def target_samples(target: FunctionPrior, x: Tensor, n: int) -> Tensor:
     """``target.sample_functions(x, n)`` without gradients, checked: shape (n, M, out), finite, and
     returned in x's dtype."""
     with torch.no_grad():
@@ -86,7 +86,7 @@ def target_samples(target: Any, x: Tensor, n: int) -> Tensor:
     return f.to(x.dtype)
 
 
-def relative_kernel_error(bnn: Any, target: Any, x: Tensor, n: int) -> Tensor:
+def relative_kernel_error(bnn: Any, target: FunctionPrior, x: Tensor, n: int) -> Tensor:
     """‖K_ψ(x, x) − C(x, x)‖_F / ‖C(x, x)‖_F, differentiable in the prior's stds ψ.
 
     K_ψ is :func:`bnn_nngp`; C is :func:`target_covariance` (exact or from n target draws).

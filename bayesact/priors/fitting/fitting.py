@@ -23,10 +23,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import trange
 
-from ._checks import check_int, check_real
-from .base import WeightPrior
-from .gaussian import GaussianPrior
-from .hierarchical import HierarchicalPrior
+from .._checks import check_int, check_protocol, check_real
+from ..function.protocol import FunctionPrior, FunctionPriorWithCovariance
+from ..weight.base import WeightPrior
+from ..weight.gaussian import GaussianPrior
+from ..weight.hierarchical import HierarchicalPrior
 from .nngp_matching import (
     NonFiniteTargetError,
     bnn_nngp,
@@ -34,6 +35,7 @@ from .nngp_matching import (
     target_covariance,
     target_samples,
 )
+from .protocol import HasActivation, HasWeightPrior, WeightSpacePrior
 from .wasserstein import critic_gap, slope_estimate, train_critic
 
 METHODS = ("wasserstein", "nngp")
@@ -151,18 +153,23 @@ _STATE_KEYS = ("prior_class", "num_layers", "prior_state", "history", "method", 
 
 
 def _check_arguments(bnn: Any, target: Any, x_measure: Any, method: str, optimizer: str) -> None:
-    if not hasattr(bnn, "sample_functions") or not isinstance(getattr(bnn, "prior", None), WeightPrior):
-        raise ValueError("'bnn' must be a bayesact.models.BNN (sample_functions and a WeightPrior .prior)")
-    if not callable(getattr(target, "sample_functions", None)):
-        raise ValueError(
-            "'target' must have a sample_functions(x, n) method (e.g. bayesact.priors.GPPrior(kernel))"
-        )
+    """Errors naming the argument: ArgumentTypeError (a TypeError, also a ValueError) for an object
+    that does not satisfy its protocol, ValueError for a bad value."""
+    check_protocol(bnn, FunctionPrior, "bnn", "be a FunctionPrior (a sample_functions(x, n) method)")
+    check_protocol(bnn, HasWeightPrior, "bnn", "satisfy HasWeightPrior (a .prior and an .in_dim)")
+    check_protocol(bnn.prior, WeightPrior, "bnn.prior", "be a WeightPrior")
+    check_protocol(
+        target, FunctionPrior, "target",
+        "have a sample_functions(x, n) method (a FunctionPrior, e.g. bayesact.priors.GPPrior(kernel))",
+    )  # fmt: skip
     if not (isinstance(x_measure, Tensor) or callable(x_measure)):
         raise ValueError("'x_measure' must be a tensor (M, in_dim) or a callable returning one")
     if method not in METHODS:
         raise ValueError(f"'method' must be one of {METHODS}, got {method!r}")
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"'optimizer' must be one of {tuple(_OPTIMIZERS)}, got {optimizer!r}")
+    if method == "nngp":
+        check_protocol(bnn, HasActivation, "bnn", "have an .activation for method='nngp'")
     if method == "nngp" and not isinstance(bnn.prior, GaussianPrior):
         raise ValueError(
             "method='nngp' needs a GaussianPrior (a hierarchical prior's functions are not a GP)"
@@ -204,7 +211,12 @@ def _measurement_points(x_measure: Tensor | Callable[[], Tensor], in_dim: int) -
 
 
 def _wasserstein_loss(
-    bnn: Any, target: Any, points: Tensor, n: int, settings: dict[str, Any], cache: dict[str, Any]
+    bnn: WeightSpacePrior,
+    target: FunctionPrior,
+    points: Tensor,
+    n: int,
+    settings: dict[str, Any],
+    cache: dict[str, Any],
 ) -> Tensor:
     """W1 estimate: a critic trained on one bag of functions, evaluated on a fresh bag."""
     with torch.no_grad():
@@ -224,7 +236,12 @@ def _wasserstein_loss(
 
 
 def _nngp_loss(
-    bnn: Any, target: Any, points: Tensor, n: int, settings: dict[str, Any], cache: dict[str, Any]
+    bnn: WeightSpacePrior,
+    target: FunctionPrior,
+    points: Tensor,
+    n: int,
+    settings: dict[str, Any],
+    cache: dict[str, Any],
 ) -> Tensor:
     """Relative Frobenius error of the BNN's NNGP kernel against the target covariance.
 
@@ -233,7 +250,7 @@ def _nngp_loss(
     of staying at the level of one bag of n functions.
     """
     covariance = target_covariance(target, points, n)
-    if not callable(getattr(target, "covariance", None)):
+    if not isinstance(target, FunctionPriorWithCovariance):
         if cache.get("points") is not points:
             cache.update(points=points, count=0, covariance=None)
         count, previous = cache["count"], cache["covariance"]
@@ -248,8 +265,8 @@ _OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 
 
 def fit_functional_prior(
-    bnn: Any,
-    target: Any,
+    bnn: WeightSpacePrior,
+    target: FunctionPrior,
     x_measure: Tensor | Callable[[], Tensor],
     *,
     num_functions: int = 128,
@@ -268,6 +285,12 @@ def fit_functional_prior(
     optimizer: str = "rmsprop",
 ) -> FittedPrior:
     """Tune ``bnn.prior`` so that the BNN's prior functions match ``target``'s (Tran et al., 2022).
+
+    ``bnn`` is a :class:`~bayesact.priors.FunctionPrior` drawing its functions through a weight prior
+    (:class:`~bayesact.priors.HasWeightPrior`: ``.prior`` and ``.in_dim``), such as a
+    :class:`~bayesact.models.BNN`; ``target`` is any :class:`~bayesact.priors.FunctionPrior` (its
+    ``covariance(x)`` is used by ``method="nngp"`` when it is a
+    :class:`~bayesact.priors.FunctionPriorWithCovariance`).
 
     Each outer iteration draws measurement points (``x_measure`` itself, or a fresh set from the
     callable), ``num_functions`` target functions and ``num_functions`` BNN functions (one weight draw
@@ -295,7 +318,9 @@ def fit_functional_prior(
         A :class:`FittedPrior` (the same prior object as ``bnn.prior``, now tuned).
 
     Raises:
-        ValueError: bad arguments (a target without ``sample_functions``, measurement points of the
+        TypeError: ``bnn`` or ``target`` not satisfying its protocol, or ``bnn.prior`` not a
+            ``WeightPrior`` (the error is also a ValueError, as these checks raised before).
+        ValueError: bad arguments ( measurement points of the
             wrong shape or not finite, ``num_functions < 2``, a non-positive ``num_iters``,
             ``critic_steps``, ``checkpoint_every``, ``lr`` or ``critic_lr``, a negative ``penalty``,
             an unknown method or optimizer, ``method="nngp"`` with a non-Gaussian prior, a
@@ -349,7 +374,7 @@ def fit_functional_prior(
         bar = trange(fitted.num_iters, num_iters, disable=not progress, desc=f"prior fit ({method})")
         try:
             for iteration in bar:
-                points = _measurement_points(x_measure, bnn.widths[0])
+                points = _measurement_points(x_measure, bnn.in_dim)
                 try:
                     loss = loss_fn(bnn, target, points, num_functions, settings, cache)
                 except NonFiniteTargetError as exc:
