@@ -40,6 +40,7 @@ from bayesact.infer.checkpoint import (
 from bayesact.infer.minibatch import MinibatchPotential
 from bayesact.infer.phases import Phase, run_phases, warn_user
 from bayesact.infer.posterior import Posterior
+from bayesact.infer.protocols import GibbsHook
 from bayesact.infer.replay import replay_sites
 from bayesact.infer.sampler import (
     _check_checkpoint_path,
@@ -336,16 +337,15 @@ class _SGHMCRun:
 # setup
 # ------------------------------------------------------------------------------------------
 def _gibbs_names(model: Any) -> tuple[str, ...]:
-    names = getattr(model, "gibbs_sites", ())
-    return tuple(names or ())
+    return tuple(model.gibbs_sites or ()) if isinstance(model, GibbsHook) else ()
 
 
 def _check_gibbs(model: Any, mb: MinibatchPotential) -> None:
+    if hasattr(model, "gibbs_sites") and not isinstance(model, GibbsHook):
+        raise ValueError("model has gibbs_sites but no callable gibbs_update(values) -> dict (GibbsHook)")
     names = _gibbs_names(model)
     if not names:
         return
-    if not callable(getattr(model, "gibbs_update", None)):
-        raise ValueError("model has gibbs_sites but no callable gibbs_update(values) -> dict")
     latent = {s.name for s in mb.potential.sites}
     missing = [n for n in names if n not in latent]
     if missing:
