@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import inspect
 import math
+import operator
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -114,6 +115,19 @@ class SamplerState:
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_seed(seed: Any) -> int | None:
+    """``seed`` as a Python int >= 0 (any integer type, e.g. NumPy's), or None."""
+    if seed is None:
+        return None
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or value < 0:
+        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
     return value
 
 
@@ -779,8 +793,7 @@ def mcmc(
         _check_positive("step_size", step_size)
     trajectory_length = _check_positive("trajectory_length", trajectory_length)
     max_delta_energy = _check_positive("max_delta_energy", max_delta_energy, allow_inf=True)
-    if seed is not None:
-        _check_int("seed", seed, 0)
+    seed = _check_seed(seed)
     if chain_method == "sequential" and checkpoint is not None:
         raise ValueError("checkpoint= needs chain_method='vectorized'")
     path = _check_checkpoint_path(checkpoint)

@@ -48,6 +48,7 @@ from bayesact.infer.sampler import (
     _check_int,
     _check_observed,
     _check_positive,
+    _check_seed,
     _move,
     _resolve_device_dtype,
     _split_kwargs,
@@ -502,8 +503,7 @@ def sghmc(
         raise ValueError(f"momentum_decay must lie in (0, 1), got {momentum_decay!r}")
     if clip_grad_norm is not None:
         clip_grad_norm = _check_positive("clip_grad_norm", clip_grad_norm)
-    if seed is not None:
-        _check_int("seed", seed, 0)
+    seed = _check_seed(seed)
     path = _check_checkpoint_path(checkpoint)
     device_, dtype_ = _resolve_device_dtype(args, model_kwargs, device, dtype, model)
     args = tuple(_move(a, device_, dtype_) for a in args)

@@ -17,7 +17,7 @@ from bayesact.infer.phases import show_progress
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
 from bayesact.infer.sampler import (
-    _check_int,
+    _check_seed,
     _move,
     _resolve_device_dtype,
     _split_kwargs,
@@ -191,8 +191,7 @@ def svi(
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     kwargs = _split_kwargs("svi", model, model_kwargs, kwargs, SVI_OPTIONS)
-    if seed is not None:
-        _check_int("seed", seed, 0)
+    seed = _check_seed(seed)
     dev, dt = _resolve_device_dtype(args, kwargs, device, dtype, model)
     args = tuple(_move(a, dev, dt) for a in args)
     kwargs = {k: _move(v, dev, dt) for k, v in kwargs.items()}

@@ -400,3 +400,14 @@ def test_capture_fallback_warning_points_at_the_callers_line():
         sghmc(checked, x, y, num_chains=2, num_burnin=2, num_samples=2, thinning=1, batch_size=5,
               seed=0, progress=False)
     assert {w.filename for w in record if "could not capture" in str(w.message)} == {__file__}
+
+
+def test_numpy_integer_seeds_are_accepted():
+    import numpy as np
+
+    x, y = data(dtype=F64)
+    a = quiet(mcmc, regression, x, y, **{**QUICK, "seed": 3})
+    b = quiet(mcmc, regression, x, y, **{**QUICK, "seed": np.int64(3)})
+    assert torch.equal(a.samples["w"], b.samples["w"])
+    with pytest.raises(ValueError, match="seed must be None or an integer >= 0"):
+        svi(regression, x, y, seed=1.5)
