@@ -858,6 +858,8 @@ def _sequential(
         try:
             post = _start(model, args, kwargs, cfg, init, None, progress, chain=(chain, len(configs)))
         except KeyboardInterrupt:  # in set-up (tracing, capture, initialisation): no draws
+            if not parts:
+                raise
             warn_user(f"sampling interrupted while setting up chain {chain}; returning the "
                       f"{len(parts)} completed chain(s)")
             break
@@ -867,8 +869,7 @@ def _sequential(
         partial = post
         break
     if not parts:
-        if partial is None:
-            raise KeyboardInterrupt("sampling interrupted before any draw was made")
+        assert partial is not None
         partial.info["chain_method"] = "sequential"
         return partial
     out = Posterior.concat_chains(parts)
