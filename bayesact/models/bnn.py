@@ -7,19 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyro
-import pyro.distributions as dist
-import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
-from torch._C._functorch import is_batchedtensor
-from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
 from bayesact import activations
 from bayesact.priors import GaussianPrior, WeightPrior
 from bayesact.priors._checks import check_int
 
-LIKELIHOODS = ("gaussian", "student_t", "bernoulli", "categorical")
-STUDENT_T_DF = 4.0
+from ._tracing import all_finite, drop_data_slot
+from .likelihoods import LIKELIHOODS, Gaussian, Likelihood, StudentT, make_likelihood
+
+__all__ = ["BNN", "LIKELIHOODS"]
 
 
 def _activation_module(activation: str | nn.Module) -> nn.Module:
@@ -36,38 +34,17 @@ def _activation_module(activation: str | nn.Module) -> nn.Module:
     return module
 
 
-def _concrete(t: Tensor) -> bool:
-    """Whether ``t`` holds values a data-dependent check can read: not while the model is traced
-    (``make_fx``, ``torch.compile``) or ``t`` is vmapped. The eager call that precedes every capture
-    runs the checks."""
-    return get_proxy_mode() is None and not torch.compiler.is_compiling() and not is_batchedtensor(t)
-
-
-def _all_finite(t: Tensor) -> bool:
-    """``isfinite(t).all()`` (one host sync), or ``True`` where ``t`` is not concrete."""
-    return not _concrete(t) or bool(torch.isfinite(t).all())
-
-
-def _drop_data_slot(value: Tensor, event_dim: int) -> Tensor:
-    """A global latent's value without the size-1 batch slot of the data plate (dim -1).
-
-    Under vectorised Predictive or ELBO particles, a latent sampled outside the data plate has batch
-    shape (..., particles, 1); the trailing 1 is the data plate's slot, which the network's N
-    dimension takes instead.
-    """
-    return value.squeeze(value.dim() - event_dim - 1) if value.dim() > event_dim else value
-
-
 class BNN(PyroModule):
     """A Bayesian MLP: ``pyro.sample`` sites for every weight and bias, a likelihood on the outputs.
 
     Layer l computes h_{l+1} = φ(h_l W_l / sqrt(fan_in_l) + b_l) (no φ after the last layer), with
     (W_l, b_l) drawn from ``prior`` (default: :class:`~bayesact.priors.GaussianPrior` with unit stds,
     the fixed N(0, 1) prior). Sites: ``layers.{l}.weight`` (fan_in, fan_out), ``layers.{l}.bias``,
-    the prior's own latents (e.g. variances), ``noise_std`` for a Gaussian/Student-t likelihood when
-    ``noise_std=None``, the deterministic ``f`` (network outputs, shape (..., N, out_dim)) and the
-    observed ``obs`` ((N, out_dim) for Gaussian/Student-t, (N,) labels otherwise; a regression target of
-    shape (N,) is accepted when out_dim = 1).
+    the prior's own latents (e.g. variances), the likelihood's (``noise_std`` for a Gaussian/Student-t
+    likelihood when ``noise_std=None``, ``df`` for a Student-t one when ``student_t_df=None``), the
+    deterministic ``f`` (network outputs, shape (..., N, out_dim)) and the observed ``obs`` ((N, out_dim)
+    for Gaussian/Student-t, (N,) labels otherwise; a regression target of shape (N,) is accepted when
+    out_dim = 1). The likelihood is a :mod:`bayesact.models.likelihoods` object.
 
     Call as ``bnn(x, y)`` (``y=None`` to sample outputs); ``total_size`` scales a minibatch's
     likelihood to the full data set. Runs under ``bayesact.infer`` and Pyro's own MCMC/SVI.
@@ -80,8 +57,12 @@ class BNN(PyroModule):
         prior: a :class:`~bayesact.priors.WeightPrior` (or anything with a ``.prior`` attribute that is
             one, such as a fitted functional prior) over ``len(hidden) + 1`` layers; a prior made
             without a layer count (``GaussianPrior()``) takes the network's.
-        likelihood: "gaussian", "student_t" (4 degrees of freedom), "bernoulli" or "categorical".
-        noise_std: fixed observation noise; ``None`` makes it a latent with a HalfNormal(1) prior.
+        likelihood: "gaussian", "student_t", "bernoulli" or "categorical", or a
+            :class:`~bayesact.models.likelihoods.Likelihood` instance (which holds its own noise settings).
+        noise_std: fixed observation noise of a named gaussian/student_t likelihood; ``None`` makes it a
+            latent with a HalfNormal(1) prior.
+        student_t_df: degrees of freedom of a named student_t likelihood; ``None`` makes them a latent
+            ``df`` with a Gamma(2, 0.1) prior.
     """
 
     def __init__(
@@ -91,8 +72,9 @@ class BNN(PyroModule):
         out_dim: int = 1,
         activation: str | nn.Module = "tanh",
         prior: WeightPrior | Any | None = None,
-        likelihood: str = "gaussian",
+        likelihood: str | Likelihood = "gaussian",
         noise_std: float | None = None,
+        student_t_df: float | None = 4.0,
     ):
         super().__init__()
         if isinstance(hidden, int) or not isinstance(hidden, Sequence):
@@ -102,14 +84,8 @@ class BNN(PyroModule):
             *(check_int(h, "hidden") for h in hidden),
             check_int(out_dim, "out_dim"),
         )
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"'likelihood' must be one of {LIKELIHOODS}, got {likelihood!r}")
-        if likelihood == "bernoulli" and out_dim != 1:
-            raise ValueError("'out_dim' must be 1 for a bernoulli likelihood")
-        if noise_std is not None and not (isinstance(noise_std, int | float) and noise_std > 0):
-            raise ValueError(f"'noise_std' must be a number > 0 or None, got {noise_std!r}")
-        self.likelihood = likelihood
-        self.noise_std = None if noise_std is None else float(noise_std)
+        self.likelihood = make_likelihood(likelihood, noise_std=noise_std, student_t_df=student_t_df)
+        self.likelihood.check_out_dim(out_dim)
         self.activation = _activation_module(activation)
         weight_prior = prior.prior if prior is not None and hasattr(prior, "prior") else prior
         weight_prior = weight_prior if weight_prior is not None else GaussianPrior()
@@ -120,6 +96,11 @@ class BNN(PyroModule):
                 f"'prior' covers {weight_prior.num_layers} layers but the network has {self.num_layers}"
             )
         self.prior = weight_prior.bind(self.num_layers)
+
+    @property
+    def noise_std(self) -> float | None:
+        """The fixed observation noise of a Gaussian/Student-t likelihood (``None``: latent, or none)."""
+        return self.likelihood.noise_std if isinstance(self.likelihood, Gaussian | StudentT) else None
 
     @property
     def in_dim(self) -> int:
@@ -137,7 +118,7 @@ class BNN(PyroModule):
             raise TypeError("'x' must be a floating-point tensor of shape (N, in_dim)")
         if x.dim() != 2 or x.shape[-1] != self.widths[0]:
             raise ValueError(f"'x' must have shape (N, {self.widths[0]}), got {tuple(x.shape)}")
-        if not _all_finite(x):
+        if not all_finite(x):
             raise ValueError("'x' contains NaN or inf")
 
     def _layer(self, h: Tensor, weight: Tensor, bias: Tensor, layer: int) -> Tensor:
@@ -146,16 +127,16 @@ class BNN(PyroModule):
 
     def forward(self, x: Tensor, y: Tensor | None = None, total_size: int | None = None) -> Tensor:
         self._check_x(x)
-        y = self._check_y(y, x.shape[0], x.dtype)
+        y = self.likelihood.validate(y, num_rows=x.shape[0], out_dim=self.widths[-1], dtype=x.dtype)
         h = x
         for layer in range(self.num_layers):
             fan_in, fan_out = self.widths[layer], self.widths[layer + 1]
             weight, bias = self.prior.pyro_sample_layer(
                 layer, self.prior.layer_site(layer), fan_in, fan_out, dtype=x.dtype, device=x.device
             )
-            h = self._layer(h, _drop_data_slot(weight, 2), _drop_data_slot(bias, 1), layer)
+            h = self._layer(h, drop_data_slot(weight, 2), drop_data_slot(bias, 1), layer)
         f = pyro.deterministic("f", h)
-        self._observe(f, y, x.shape[0], total_size)
+        self.likelihood.sample("obs", f, y, total_size=total_size)
         return f
 
     def sample_functions(self, x: Tensor, n: int) -> Tensor:
@@ -188,64 +169,3 @@ class BNN(PyroModule):
         draws them (a hierarchical prior: InvGamma(α + n/2, β + Σw²/2) of each layer's weights or biases).
         """
         return self.prior.gibbs_update(values)
-
-    # ------------------------------------------------------------------ the likelihood
-    def _observe(self, f: Tensor, y: Tensor | None, n: int, total_size: int | None) -> None:
-        if self.likelihood in ("gaussian", "student_t"):
-            scale: Tensor | float
-            if self.noise_std is None:
-                one = torch.ones((), dtype=f.dtype, device=f.device)
-                latent = pyro.sample("noise_std", dist.HalfNormal(one))
-                scale = _drop_data_slot(latent, 0)[..., None, None]  # batch dims, then (N, out_dim)
-            else:
-                scale = self.noise_std
-            base = (dist.Normal(f, scale) if self.likelihood == "gaussian"
-                    else dist.StudentT(STUDENT_T_DF, f, scale))
-            obs_dist: dist.Distribution = base.to_event(1)
-        elif self.likelihood == "bernoulli":
-            obs_dist = dist.Bernoulli(logits=f[..., 0])
-        else:
-            obs_dist = dist.Categorical(logits=f)
-        size = n if total_size is None else total_size
-        with pyro.plate("data", size=size, subsample=torch.arange(n, device=f.device)):
-            pyro.sample("obs", obs_dist, obs=y)
-
-    def _check_y(self, y: Tensor | None, n: int, dtype: torch.dtype) -> Tensor | None:
-        """``y`` checked against the likelihood and cast for it: regression targets and bernoulli
-        labels to the network's dtype, categorical labels to int64."""
-        if y is None:
-            return None
-        if not isinstance(y, Tensor) or y.is_complex():
-            raise TypeError(f"'y' must be a real tensor or None, got {type(y).__name__}")
-        if y.dim() == 0 or y.shape[0] != n:
-            raise ValueError(f"'y' has {y.shape[0] if y.dim() else 0} rows but 'x' has {n}")
-        if self.likelihood in ("gaussian", "student_t"):
-            if y.is_floating_point() and not _all_finite(y):
-                raise ValueError("'y' contains NaN or inf")
-            if y.dim() == 1 and self.widths[-1] == 1:
-                y = y.unsqueeze(-1)
-            if y.shape != (n, self.widths[-1]):
-                raise ValueError(f"'y' must have shape ({n}, {self.widths[-1]}), got {tuple(y.shape)}")
-            return y.to(dtype)
-        if y.dim() != 1:
-            raise ValueError(f"'y' must have shape ({n},) for a {self.likelihood} likelihood")
-        num_classes = 2 if self.likelihood == "bernoulli" else self.widths[-1]
-        self._check_labels(y, num_classes)
-        return y.to(dtype) if self.likelihood == "bernoulli" else y.long()
-
-    def _check_labels(self, y: Tensor, num_classes: int) -> None:
-        """Labels must be the integers 0..num_classes-1 (one host sync, on concrete tensors only)."""
-        if not _concrete(y):
-            return
-        valid = (y >= 0) & (y < num_classes)
-        if y.is_floating_point():
-            valid &= y == torch.round(y)  # NaN fails every comparison
-        if bool(valid.all()):
-            return
-        if y.is_floating_point() and not bool(torch.isfinite(y).all()):
-            raise ValueError("'y' contains NaN or inf")
-        if self.likelihood == "bernoulli":
-            allowed = "0 or 1"
-        else:
-            allowed = f"integers 0 to {num_classes - 1} for out_dim={num_classes}"
-        raise ValueError(f"'y' must hold {self.likelihood} labels ({allowed}), got {y[~valid][0].item()!r}")
