@@ -23,13 +23,22 @@ from bayesact.kernels.gaussian import ExpDual, GaussianDual
 from bayesact.kernels.hermite import DEFAULT_HERMITE_DEGREE, HermiteDual
 from bayesact.kernels.nngp_kernel import NNGPKernel
 from bayesact.kernels.ntk_kernel import NTKKernel
-from bayesact.kernels.recursion import nngp, nngp_ntk, ntk
+from bayesact.kernels.recursion import (
+    DEFAULT_BIAS_STD,
+    DEFAULT_WEIGHT_STD,
+    KernelOverflowWarning,
+    nngp,
+    nngp_ntk,
+    ntk,
+)
 from bayesact.kernels.resolve import CLOSED_FORMS, dual_activation
 from bayesact.kernels.trig import TrigDual
 
 __all__ = [
     "CLOSED_FORMS",
+    "DEFAULT_BIAS_STD",
     "DEFAULT_HERMITE_DEGREE",
+    "DEFAULT_WEIGHT_STD",
     "ABReLUDual",
     "DualActivation",
     "ErfDual",
@@ -38,6 +47,7 @@ __all__ = [
     "GaussianDual",
     "GeluDual",
     "HermiteDual",
+    "KernelOverflowWarning",
     "NNGPKernel",
     "NTKKernel",
     "PointData",

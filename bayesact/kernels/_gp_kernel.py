@@ -11,6 +11,7 @@ from gpytorch.kernels import Kernel
 from gpytorch.priors import Prior
 from torch import Tensor, nn
 
+from bayesact.kernels.recursion import DEFAULT_BIAS_STD, DEFAULT_WEIGHT_STD
 from bayesact.kernels.resolve import ActivationLike, dual_activation
 
 __all__ = ["InfiniteWidthKernel"]
@@ -35,8 +36,8 @@ class InfiniteWidthKernel(Kernel):
         activation: ActivationLike = "relu",
         depth: int = 3,
         *,
-        weight_std: float | Sequence[float] = 1.0,
-        bias_std: float | Sequence[float] = 0.1,
+        weight_std: float | Sequence[float] = DEFAULT_WEIGHT_STD,
+        bias_std: float | Sequence[float] = DEFAULT_BIAS_STD,
         weight_std_prior: Prior | None = None,
         bias_std_prior: Prior | None = None,
         weight_std_constraint: Interval | None = None,

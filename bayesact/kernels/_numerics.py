@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "arccos", "arcsin", "correlation", "correlation_from_roots", "rho_margin", "root_features",
-    "safe_sqrt", "tiny",
+    "arccos", "arcsin", "arcsin_with_slope", "correlation", "correlation_from_roots", "rho_margin",
+    "root_features", "safe_sqrt", "tiny",
 ]
 
 
@@ -131,3 +131,17 @@ def arccos(x: Tensor) -> Tensor:
     if torch.compiler.is_compiling():
         return _arccos_poly(x)
     return torch.arccos(x)
+
+
+def arcsin_with_slope(x: Tensor, slope: Tensor) -> Tensor:
+    """arcsin(x), x clamped to [−1, 1], whose derivative is ``slope`` = 1/√(1 − x²) as the caller computes it.
+
+    Near |x| = 1, 1 − x² computed from a rounded x loses every digit (x rounds to ±1 in float32 once
+    the variances reach ~1e7), and autograd's 1/√(1 − x²) becomes inf, inf·0 = NaN further back. The
+    closed forms know 1 − x² as a ratio of positive terms (erf: (1+2b²k11)(1+2b²k22) − 4b⁴k12² over
+    (1+2b²k11)(1+2b²k22)), so they pass the slope, finite and accurate, and the value keeps the
+    polynomial/libm arcsin. The derivative also stays correct where rounding put |x| slightly above 1
+    (a clamp would zero it there).
+    """
+    detached = x.detach()
+    return arcsin(torch.clamp(detached, -1.0, 1.0)) + (x - detached) * slope

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +86,9 @@ def values_and_slopes(
 
     φ' is taken with ``create_graph`` so that gradients reach the activation's own parameters and z.
     Under ``torch.no_grad``, or when neither z nor φ's parameters need gradients, the results are
-    detached.
+    detached. When z needs gradients, φ' is taken from a second evaluation of φ on z passed through
+    ``_FiniteGradient``, so φ'' at large |z| is taken as 0 where an activation's autograd formula
+    overflows (see there) while φ's own gradient φ' reaches z untouched.
     """
     if not with_slope:
         phi = function(z)
@@ -93,12 +96,13 @@ def values_and_slopes(
         return phi, None
     grad_mode = torch.is_grad_enabled() and (z.requires_grad or _may_have_parameters(function))
     with torch.enable_grad():
-        zz = z if z.requires_grad else z.detach().requires_grad_(True)
-        phi = function(zz)
-        _check_elementwise(phi, z)
-        if phi.requires_grad:
+        zz = _FiniteGradient.apply(z) if z.requires_grad else z.detach().requires_grad_(True)
+        phi_zz = function(zz)
+        _check_elementwise(phi_zz, z)
+        phi = function(z) if z.requires_grad else phi_zz
+        if phi_zz.requires_grad:
             (slope,) = torch.autograd.grad(
-                phi, zz, torch.ones_like(phi), create_graph=grad_mode, allow_unused=True
+                phi_zz, zz, torch.ones_like(phi_zz), create_graph=grad_mode, allow_unused=True
             )
         else:
             slope = None
@@ -107,6 +111,29 @@ def values_and_slopes(
     if not grad_mode:
         phi, slope = phi.detach(), slope.detach()
     return phi, slope
+
+
+class _FiniteGradient(torch.autograd.Function):
+    """Identity whose backward replaces non-finite gradient entries by 0.
+
+    The NTK needs φ' at the quadrature nodes z = √k·x_q, so gradients w.r.t. z (and through z w.r.t.
+    inputs and stds) need φ''. Autograd's double-backward formulas of activations built on exp
+    overflow at large |z| (softplus, Mish, APA, AGLU: |z| > 88.7 in float32, > 709.8 in float64, the
+    range exp covers) and return inf·0 = NaN exactly where the true φ'' is ~0 (the activation is linear or
+    constant there to working precision), while φ and φ' themselves are finite. Nodes reach such |z| at
+    ordinary input scales (k ≈ 50 in float32 puts the outer node at 12·√k ≈ 88). Mapping the non-finite
+    entries to 0, the limiting value, keeps every other node's contribution exact; float64 finite
+    differences of the kernels confirm the gradients (tests/kernels/test_gradient_scales.py). Only
+    the φ' path passes it: φ's own gradient φ' (≈ 1 there for softplus) must still reach z.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor) -> Tensor:
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
 
 
 def _may_have_parameters(function: Activation) -> bool:

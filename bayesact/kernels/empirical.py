@@ -31,7 +31,13 @@ from torch import Tensor
 from bayesact import activations as A
 from bayesact.kernels._quadrature import values_and_slopes
 from bayesact.kernels.dual import DualActivation
-from bayesact.kernels.recursion import LayerStd, _check_inputs, _variances
+from bayesact.kernels.recursion import (
+    DEFAULT_BIAS_STD,
+    DEFAULT_WEIGHT_STD,
+    LayerStd,
+    _check_inputs,
+    _variances,
+)
 from bayesact.kernels.resolve import ActivationLike, dual_activation
 
 __all__ = ["empirical_nngp", "empirical_nngp_ntk", "empirical_ntk"]
@@ -154,8 +160,8 @@ def empirical_nngp(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: LayerStd = 1.0,
-    bias_std: LayerStd = 0.0,
+    weight_std: LayerStd = DEFAULT_WEIGHT_STD,
+    bias_std: LayerStd = DEFAULT_BIAS_STD,
     width: int = 512,
     n_networks: int = 200,
     seed: int = 0,
@@ -174,7 +180,7 @@ def empirical_nngp(
         depth: number of hidden layers.
         weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
             for Dense layer l: 0 the input layer, depth the readout).
-        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
+        bias_std: b_std (≥ 0, default 0.1 like ``nngp``), shared or per layer like ``weight_std``.
         width: hidden width of every layer.
         n_networks: number of independent networks averaged.
         seed: seed of the weights' generator (same seed, same estimate).
@@ -196,8 +202,8 @@ def empirical_ntk(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: LayerStd = 1.0,
-    bias_std: LayerStd = 0.0,
+    weight_std: LayerStd = DEFAULT_WEIGHT_STD,
+    bias_std: LayerStd = DEFAULT_BIAS_STD,
     width: int = 512,
     n_networks: int = 200,
     seed: int = 0,
@@ -216,7 +222,7 @@ def empirical_ntk(
         depth: number of hidden layers.
         weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
             for Dense layer l: 0 the input layer, depth the readout).
-        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
+        bias_std: b_std (≥ 0, default 0.1 like ``nngp``), shared or per layer like ``weight_std``.
         width: hidden width of every layer.
         n_networks: number of independent networks averaged.
         seed: seed of the weights' generator (same seed, same estimate).
@@ -239,8 +245,8 @@ def empirical_nngp_ntk(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: LayerStd = 1.0,
-    bias_std: LayerStd = 0.0,
+    weight_std: LayerStd = DEFAULT_WEIGHT_STD,
+    bias_std: LayerStd = DEFAULT_BIAS_STD,
     width: int = 512,
     n_networks: int = 200,
     seed: int = 0,
@@ -255,7 +261,7 @@ def empirical_nngp_ntk(
         depth: number of hidden layers.
         weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
             for Dense layer l: 0 the input layer, depth the readout).
-        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
+        bias_std: b_std (≥ 0, default 0.1 like ``nngp``), shared or per layer like ``weight_std``.
         width: hidden width of every layer.
         n_networks: number of independent networks averaged.
         seed: seed of the weights' generator (same seed, same estimate).

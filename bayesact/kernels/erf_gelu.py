@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from bayesact.kernels._numerics import arcsin
+from bayesact.kernels._numerics import arcsin_with_slope
 from bayesact.kernels.dual import DualActivation, PointData
 
 __all__ = ["ErfDual", "GeluDual"]
@@ -57,14 +57,15 @@ class ErfDual(DualActivation):
             inv_root = features1[0][..., 0] * features2[0][..., 0]
         else:
             inv_root = 1.0 / torch.sqrt((1.0 + b2 * k11) * (1.0 + b2 * k22))
-        arg = torch.clamp(b2 * k12 * inv_root, -1.0, 1.0)
+        # (1 + 2b²k11)(1 + 2b²k22) − 4b⁴k12² = 1 + 2b²(k11 + k22) + 4b⁴(k11k22 − k12²) ≥ 1, so
+        # 1 − arg² = gram·inv_root² and d arcsin(arg)/d arg = rsqrt(gram)/inv_root, finite at |arg| → 1
+        gram_root = torch.rsqrt(1.0 + b2 * (k11 + k22) + b2 * b2 * _determinant(k11, k22, k12))
         a2 = self.a * self.a
-        t = a2 * (2.0 / math.pi) * arcsin(arg) + self.c * self.c
+        t = a2 * (2.0 / math.pi) * arcsin_with_slope(b2 * k12 * inv_root, gram_root / inv_root)
+        t = t + self.c * self.c
         if not with_ntk:
             return t, None
-        # (1 + 2b²k11)(1 + 2b²k22) − 4b⁴k12² = 1 + 2b²(k11 + k22) + 4b⁴(k11k22 − k12²) ≥ 1
-        gram = 1.0 + b2 * (k11 + k22) + b2 * b2 * _determinant(k11, k22, k12)
-        return t, a2 * (2.0 * b2 / math.pi) * torch.rsqrt(gram)
+        return t, a2 * (2.0 * b2 / math.pi) * gram_root
 
     def point_data(self, k: Tensor, with_ntk: bool) -> PointData:
         t, t_dot = self.pair(k, k, k, (), (), with_ntk)
@@ -94,7 +95,8 @@ class GeluDual(DualActivation):
         p1 = (1.0 + k11) * (1.0 + k22)
         delta2 = 1.0 + k11 + k22 + _determinant(k11, k22, k12)  # = P1 − k12² ≥ 1
         delta = torch.sqrt(delta2)
-        asin = arcsin(torch.clamp(k12 / torch.sqrt(p1), -1.0, 1.0))
+        root_p1 = torch.sqrt(p1)
+        asin = arcsin_with_slope(k12 / root_p1, root_p1 / delta)  # 1 − k12²/P1 = Δ²/P1
         t = k12 / 4.0 + (k12 * asin + (k12 * k12 + k11 * k22 * delta2) / (p1 * delta)) / (2.0 * math.pi)
         gate = 1.0 + 2.0 * self.alpha
         gain = gate * gate

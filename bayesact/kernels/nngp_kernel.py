@@ -18,9 +18,9 @@ class NNGPKernel(InfiniteWidthKernel):
         activation: registry name, ``bayesact.activations`` module (its trainable parameters become
             kernel hyperparameters), ``DualActivation`` or elementwise callable.
         depth: number of hidden layers (fixed).
-        weight_std: initial W_std (learnable, positive); with ``per_layer=True`` a float or a
-            list/tuple of depth + 1 initial values.
-        bias_std: initial b_std (learnable, positive), like ``weight_std``.
+        weight_std: initial W_std (learnable, positive; default 1.0 like ``nngp``); with
+            ``per_layer=True`` a float or a list/tuple of depth + 1 initial values.
+        bias_std: initial b_std (learnable, positive; default 0.1 like ``nngp``), like ``weight_std``.
         weight_std_prior: optional GPyTorch prior on W_std.
         bias_std_prior: optional GPyTorch prior on b_std.
         weight_std_constraint: constraint on W_std (default ``Positive()``).

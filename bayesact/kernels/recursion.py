@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,10 +38,22 @@ from torch.utils.checkpoint import checkpoint
 from bayesact.kernels.dual import DualActivation, PointData
 from bayesact.kernels.resolve import ActivationLike, dual_activation
 
-__all__ = ["DEFAULT_BLOCK_BYTES", "nngp", "nngp_ntk", "ntk"]
+__all__ = [
+    "DEFAULT_BIAS_STD", "DEFAULT_BLOCK_BYTES", "DEFAULT_WEIGHT_STD", "KernelOverflowWarning", "nngp",
+    "nngp_ntk", "ntk",
+]
 
 #: default bound on the working memory of one block of kernel entries
 DEFAULT_BLOCK_BYTES = 64 * 2**20
+#: defaults of W_std and b_std shared by nngp/ntk/nngp_ntk, the Monte Carlo estimators and the GPyTorch
+#: kernels. b_std > 0: the stds enter only as squares, so b_std = 0 is a stationary point of any fitting
+#: objective (a learned bias could never leave it) and GPyTorch's Positive() constraint cannot hold it.
+DEFAULT_WEIGHT_STD = 1.0
+DEFAULT_BIAS_STD = 0.1
+
+
+class KernelOverflowWarning(RuntimeWarning):
+    """The NNGP/NTK left the dtype's finite range (e.g. relu2 at depth 5 in float32)."""
 
 Std = float | Tensor
 #: one std shared by every Dense layer, or a list/tuple of depth + 1 per-layer stds
@@ -200,7 +213,7 @@ def _block_bounds(
     if cap is not None:
         rows = min(rows, cap // max(1, row_entries))
     rows = max(1, min(n, rows))
-    blocks = -(-n // rows)
+    blocks = max(1, -(-n // rows))  # n = 0 (no rows): one empty block, so shapes and grads carry
     return [(i * n) // blocks for i in range(blocks + 1)]
 
 
@@ -214,6 +227,44 @@ def _variances(
 
 
 def _evaluate(
+    x1: Tensor,
+    x2: Tensor | None,
+    activation: ActivationLike,
+    depth: int,
+    weight_std: LayerStd,
+    bias_std: LayerStd,
+    diag: bool,
+    with_ntk: bool,
+    quadrature_degree: int | None,
+    fused: bool,
+    block_bytes: int | None,
+) -> tuple[Tensor, Tensor | None]:
+    k, theta = _evaluate_unchecked(
+        x1, x2, activation, depth, weight_std, bias_std, diag, with_ntk, quadrature_degree, fused,
+        block_bytes,
+    )
+    _warn_if_overflowed(k, theta, activation, depth)
+    return k, theta
+
+
+def _warn_if_overflowed(k: Tensor, theta: Tensor | None, activation: ActivationLike, depth: int) -> None:
+    """KernelOverflowWarning when K or Θ is not finite (inputs were checked finite, so it overflowed)."""
+    if all(t is None or bool(torch.isfinite(t).all()) for t in (k, theta)):
+        return
+    if isinstance(activation, str):
+        name = activation
+    else:
+        name = getattr(activation, "name", None) or type(activation).__name__
+    warnings.warn(
+        f"the NNGP/NTK of {name!r} at depth {depth} overflowed {k.dtype} (non-finite entries): the "
+        "kernel grows beyond the dtype's range through the layers; compute in float64 (x.double()), "
+        "or reduce depth, weight_std or the input scale",
+        KernelOverflowWarning,
+        stacklevel=4,
+    )
+
+
+def _evaluate_unchecked(
     x1: Tensor,
     x2: Tensor | None,
     activation: ActivationLike,
@@ -309,8 +360,8 @@ def nngp(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: LayerStd = 1.0,
-    bias_std: LayerStd = 0.0,
+    weight_std: LayerStd = DEFAULT_WEIGHT_STD,
+    bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
     fused: bool = False,
@@ -331,7 +382,8 @@ def nngp(
         weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
             all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
             (entry 0 the input layer, entry depth the readout).
-        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
+        bias_std: b_std (≥ 0, default 0.1 like ``NNGPKernel``), shared or per layer like
+            ``weight_std``.
         diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
@@ -362,8 +414,8 @@ def ntk(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: LayerStd = 1.0,
-    bias_std: LayerStd = 0.0,
+    weight_std: LayerStd = DEFAULT_WEIGHT_STD,
+    bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
     fused: bool = False,
@@ -384,7 +436,8 @@ def ntk(
         weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
             all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
             (entry 0 the input layer, entry depth the readout).
-        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
+        bias_std: b_std (≥ 0, default 0.1 like ``NNGPKernel``), shared or per layer like
+            ``weight_std``.
         diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
@@ -416,8 +469,8 @@ def nngp_ntk(
     *,
     activation: ActivationLike,
     depth: int,
-    weight_std: LayerStd = 1.0,
-    bias_std: LayerStd = 0.0,
+    weight_std: LayerStd = DEFAULT_WEIGHT_STD,
+    bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
     fused: bool = False,
@@ -434,7 +487,8 @@ def nngp_ntk(
         weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
             all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
             (entry 0 the input layer, entry depth the readout).
-        bias_std: b_std (≥ 0), shared or per layer like ``weight_std``.
+        bias_std: b_std (≥ 0, default 0.1 like ``NNGPKernel``), shared or per layer like
+            ``weight_std``.
         diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
         quadrature_degree: Hermite degree for activations without a closed form (default 64).
         fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).

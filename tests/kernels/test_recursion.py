@@ -155,7 +155,7 @@ def test_correlation_plus_minus_one_and_zero_inputs(name: str, dtype: torch.dtyp
 def test_x2_equal_x1_matches_diagonal_exactly_and_minus_x1_is_exact_for_relu() -> None:
     x, _ = inputs(n=4)
     k = K.nngp(x, x.clone(), activation="relu", depth=1, weight_std=1.0, bias_std=0.0)
-    kd = K.nngp(x, activation="relu", depth=1, diag=True)
+    kd = K.nngp(x, activation="relu", depth=1, bias_std=0.0, diag=True)
     torch.testing.assert_close(k.diagonal(), kd, rtol=1e-14, atol=0)
     # ρ = −1 for ReLU without bias: E[relu(u)relu(−u)] = 0
     km = K.nngp(x, -x, activation="relu", depth=1, weight_std=1.0, bias_std=0.0)
@@ -166,7 +166,7 @@ def test_relu_variance_preserved_at_criticality() -> None:
     """ReLU with W_std² = 2, b_std = 0 keeps K(x, x) = ‖x‖²/d at every depth (He et al.)."""
     x, _ = inputs(n=4)
     for depth in range(6):
-        kd = K.nngp(x, activation="relu", depth=depth, weight_std=2**0.5, diag=True)
+        kd = K.nngp(x, activation="relu", depth=depth, weight_std=2**0.5, bias_std=0.0, diag=True)
         torch.testing.assert_close(kd, 2 * (x**2).sum(1) / 3)
 
 
