@@ -50,6 +50,7 @@ from bayesact.infer.sampler import (
     _check_positive,
     _check_seed,
     _move,
+    _nonfinite_arguments,
     _resolve_device_dtype,
     _split_kwargs,
     keyword_options,
@@ -520,6 +521,12 @@ def sghmc(
         mb = MinibatchPotential(model, args, model_kwargs, batch_size, num_chains, dtype_, device_,
                                 capture=cfg.capture)
         _check_observed(mb.potential)
+        bad = _nonfinite_arguments(tuple(a if i in mb.positions else None for i, a in enumerate(args)), {})
+        if bad:
+            raise ValueError(
+                f"the minibatched data hold non-finite values: {', '.join(bad)}; remove or impute "
+                "them before sampling"
+            )
         _check_gibbs(model, mb)
         gen = torch.Generator(device=device_).manual_seed(seed)
         state = _new_state(mb, cfg, init, gen)

@@ -228,6 +228,8 @@ def test_non_finite_data_is_named_with_its_count():
         mcmc(regression, x_nan, y, **QUICK)
     with pytest.raises(ValueError, match="observed site 'y' has 2 infinite value"):
         sghmc(regression, x, y_inf, num_burnin=2, num_samples=2, thinning=1, batch_size=5, progress=False)
+    with pytest.raises(ValueError, match=r"minibatched data hold non-finite values: args\[0\] \(1 NaN\)"):
+        sghmc(regression, x_nan, y, num_burnin=2, num_samples=2, thinning=1, batch_size=5, progress=False)
 
 
 @pytest.mark.parametrize(
