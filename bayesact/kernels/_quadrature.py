@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from functools import lru_cache
@@ -97,7 +98,7 @@ def values_and_slopes(
     grad_mode = torch.is_grad_enabled() and (z.requires_grad or _may_have_parameters(function))
     with torch.enable_grad():
         zz = _FiniteGradient.apply(z) if z.requires_grad else z.detach().requires_grad_(True)
-        phi_zz = function(zz)
+        phi_zz = _per_node_parameters(function, z)(zz)
         _check_elementwise(phi_zz, z)
         phi = function(z) if z.requires_grad else phi_zz
         if phi_zz.requires_grad:
@@ -134,6 +135,26 @@ class _FiniteGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         return torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+
+
+def _per_node_parameters(function: Activation, z: Tensor) -> Activation:
+    """φ whose scalar trainable parameters are expanded to z's shape behind ``_FiniteGradient``.
+
+    The φ' path's gradient w.r.t. a parameter θ sums ∂φ'(z_q; θ)/∂θ over the nodes; an overflowing
+    node (the same exp overflow as φ'') would make the whole sum NaN. Expanding θ per node lets the
+    guard zero that node's term before the sum. Parameters with more than one entry (e.g. a rational's
+    coefficient vectors) and fused modules are left as they are.
+    """
+    if not isinstance(function, torch.nn.Module) or getattr(function, "fused", False):
+        return function
+    expanded = {
+        name: _FiniteGradient.apply(p.reshape(()).expand(z.shape))
+        for name, p in function.named_parameters()
+        if p.requires_grad and p.numel() == 1 and p.dim() <= 1
+    }
+    if not expanded:
+        return function
+    return functools.partial(torch.func.functional_call, function, expanded)
 
 
 def _may_have_parameters(function: Activation) -> bool:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from bayesact import activations as A
 from bayesact import kernels as K
 
 from ._helpers import elementwise_names
@@ -255,3 +256,36 @@ def test_functions_and_gpytorch_kernels_share_one_default() -> None:
     kw = {"activation": "relu", "depth": 1, "width": 64, "n_networks": 4, "seed": 0}
     explicit = K.empirical_nngp(x, bias_std=0.1, weight_std=1.0, **kw)
     torch.testing.assert_close(K.empirical_nngp(x, **kw), explicit)
+
+
+# ------------------------------------------------------------------ activation parameters
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["softplus", "apa"])
+def test_activation_parameter_gradients_match_finite_differences(name: str, dtype: torch.dtype) -> None:
+    """The NTK's gradient w.r.t. the activation's own parameters (softplus β, APA κ and λ) where φ'
+    overflows at outer nodes (scale 10 in float32, 30 in float64; NaN before the fix)."""
+    scale = 10.0 if dtype == torch.float32 else 30.0
+    x1, x2 = _points(scale)
+
+    def loss(act: torch.nn.Module, a: Tensor, b: Tensor) -> Tensor:
+        kw = {"activation": act, "depth": 2, "weight_std": W_STD, "bias_std": B_STD}
+        return K.ntk(a, b, **kw).sum() + K.ntk(a, **kw).sum()
+
+    reference = A.get(name).double()
+    expected = []
+    with torch.no_grad():
+        for p in reference.parameters():
+            h = 1e-5 * max(1.0, abs(float(p)))
+            p += h
+            up = loss(reference, x1, x2)
+            p -= 2 * h
+            down = loss(reference, x1, x2)
+            p += h
+            expected.append(float((up - down) / (2 * h)))
+    act = A.get(name).to(dtype)
+    got = torch.autograd.grad(loss(act, x1.to(dtype), x2.to(dtype)), list(act.parameters()))
+    rtol = 1e-6 if dtype == torch.float64 else 2e-3
+    for g, e in zip(got, expected, strict=True):
+        assert abs(float(g) - e) <= rtol * abs(e), (name, dtype, float(g), e)
