@@ -102,6 +102,19 @@ class BNN(PyroModule):
         """The fixed observation noise of a Gaussian/Student-t likelihood (``None``: latent, or none)."""
         return self.likelihood.noise_std if isinstance(self.likelihood, Gaussian | StudentT) else None
 
+    # The submodules as class-level properties, so that protocol checks (which look attributes up
+    # statically from Python 3.12 on) see them; reads still go through PyroModule.__getattr__, which
+    # registers their parameters with Pyro (``pyro.module``) as a plain attribute read does.
+    @property
+    def prior(self) -> WeightPrior:
+        """The weight prior (:class:`~bayesact.priors.WeightPrior`) over the network's layers."""
+        return super().__getattr__("prior")
+
+    @property
+    def activation(self) -> nn.Module:
+        """The elementwise activation φ applied after every hidden layer."""
+        return super().__getattr__("activation")
+
     @property
     def in_dim(self) -> int:
         """Number of input features."""

@@ -3,7 +3,10 @@ naming the argument; any network with .prior, .in_dim and sample_functions can b
 
 from __future__ import annotations
 
+import inspect
+
 import gpytorch
+import pyro
 import pytest
 import torch
 
@@ -64,6 +67,19 @@ def test_who_satisfies_which_protocol() -> None:
     assert not any(isinstance(p, FunctionPriorWithCovariance) for p in (bnn, _Draws()))
     assert isinstance(bnn, HasWeightPrior) and isinstance(bnn, HasActivation) and bnn.in_dim == 1
     assert not isinstance(gp, HasWeightPrior) and not isinstance(object(), FunctionPrior)
+
+
+def test_protocol_members_of_the_bnn_are_found_statically() -> None:
+    """From Python 3.12 on, isinstance with a runtime protocol looks members up with
+    inspect.getattr_static, which does not see nn.Module submodules (kept in ``_modules``): before the
+    BNN exposed ``prior`` and ``activation`` as properties, it satisfied neither HasWeightPrior nor
+    HasActivation there. The properties read through PyroModule, so the prior's parameters still
+    appear as Pyro param sites."""
+    bnn = BNN(1, hidden=(4,))
+    for name in ("sample_functions", "prior", "in_dim", "activation", "gibbs_sites", "gibbs_update"):
+        inspect.getattr_static(bnn, name)
+    trace = pyro.poutine.trace(bnn).get_trace(X.float())
+    assert trace.nodes["prior$$$raw_weight_std"]["type"] == "param"
 
 
 def test_draws_of_every_function_prior_have_shape_n_by_points_by_out() -> None:
