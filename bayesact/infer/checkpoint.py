@@ -403,6 +403,7 @@ def resume(
     *args: Any,
     progress: bool = True,
     model_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> Any:
     """Continue an interrupted :func:`~bayesact.infer.mcmc` or :func:`~bayesact.infer.sghmc`
     run from its checkpoint to the requested count.
@@ -417,19 +418,30 @@ def resume(
     continues where it stopped, so an interrupted and resumed run gives the same draws as an
     uninterrupted one (on CPU).
 
+    Args:
+        path: the checkpoint file written by ``mcmc(..., checkpoint=path)`` or ``sghmc``.
+        model: the model of the run (default: imported by the path the checkpoint names).
+        *args: the model's positional arguments (default: the stored ones).
+        progress: show a progress bar (on a terminal).
+        model_kwargs: the model's keyword arguments as a dict (for names that clash with
+            this function's options).
+        **kwargs: the model's keyword arguments, as given to the sampler.
+
     Returns:
         The :class:`~bayesact.infer.Posterior` of the whole run.
     """
-    from bayesact.infer.sampler import _move
+    from bayesact.infer.sampler import _move, _split_kwargs
 
     path = os.fspath(path)
     payload = load_checkpoint(path, (MCMC_FORMAT, SGHMC_FORMAT))
     if model is None:
         model = resolve_model(payload.get("model_ref"), path)
-    if not args and model_kwargs is None:
+    if not args and model_kwargs is None and not kwargs:
         if payload.get("args") is None:
             raise ValueError(f"{path!r} could not store the model's arguments (not plain data): {_HINT}")
         args, model_kwargs = tuple(payload["args"]), dict(payload["kwargs"])
+    else:
+        model_kwargs = _split_kwargs("resume", model, model_kwargs, kwargs, ("progress", "model_kwargs"))
     config = payload["config"]
     dtype, device = _dtype(config["dtype"]), torch.device(config["device"])
     args = tuple(_move(a, device, dtype) for a in args)

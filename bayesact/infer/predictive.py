@@ -44,13 +44,15 @@ def predictive(
     seed: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
     num_samples: int = 1000,
+    **kwargs: Any,
 ) -> dict[str, torch.Tensor]:
     """Draw y_rep ~ p(y | θ) once for every posterior draw θ (posterior predictive).
 
-    The model runs conditioned on each draw's latent values; its observed sites are sampled
-    from their likelihood (whatever ``obs`` the model is given), so ``args`` may hold new
-    inputs (predictions) or the training inputs (posterior predictive checks). Draws are
-    batched with ``torch.func.vmap`` where the model allows it.
+    The model runs conditioned on each draw's latent values, in the dtype and on the device of
+    the posterior's draws (as the run did: see :func:`~bayesact.infer.mcmc`'s ``dtype``); its
+    observed sites are sampled from their likelihood (whatever ``obs`` the model is given),
+    so ``args`` may hold new inputs (predictions) or the training inputs (posterior
+    predictive checks). Draws are batched with ``torch.func.vmap`` where the model allows it.
 
     Args:
         model: the Pyro model that was sampled (its latent sites must be the posterior's).
@@ -58,8 +60,11 @@ def predictive(
             guide is sampled first (``SVIResult.to_posterior(num_samples, seed)``).
         *args: model arguments (default: those of the run).
         seed: seed of torch's global random stream for these draws.
-        model_kwargs: keyword arguments of the model (default: those of the run).
+        model_kwargs: keyword arguments of the model as a dict (for names that clash with
+            this function's options).
         num_samples: guide draws when ``posterior`` is an ``SVIResult``.
+        **kwargs: keyword arguments of the model, as in ``pyro.infer.Predictive``. Without
+            any (and without ``model_kwargs``) the run's are used.
 
     Returns:
         Site name -> samples shaped (chain, draw, ...) for every observed site (a fresh
@@ -73,6 +78,7 @@ def predictive(
         ValueError: the posterior has no draws, or its latent sites are not the model's
             (names the missing and extra sites).
     """
+    from bayesact.infer.sampler import _move, _split_kwargs, run_context
     from bayesact.infer.svi import SVIResult
 
     if isinstance(posterior, SVIResult):
@@ -86,8 +92,17 @@ def predictive(
         raise ValueError("posterior has no draws")
     if not args:
         args = posterior.args
-    kwargs = posterior.kwargs if model_kwargs is None else model_kwargs
-    with torch.random.fork_rng(devices=[]):
+    if model_kwargs is None and not kwargs:
+        kwargs = posterior.kwargs
+    else:
+        options = ("seed", "model_kwargs", "num_samples")
+        kwargs = _split_kwargs("predictive", model, model_kwargs, kwargs, options)
+    floats = [v for v in posterior.samples.values() if v.is_floating_point()]
+    dtype = floats[0].dtype if floats else torch.get_default_dtype()
+    device = floats[0].device if floats else torch.device("cpu")
+    args = tuple(_move(a, device, dtype) for a in args)
+    kwargs = {k: _move(v, device, dtype) for k, v in kwargs.items()}
+    with torch.random.fork_rng(devices=[]), run_context(model, dtype, device):
         if seed is not None:
             torch.manual_seed(seed)
         # deterministic sites are recomputed at the new inputs, not conditioned on

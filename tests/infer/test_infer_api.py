@@ -413,3 +413,26 @@ def test_numpy_integer_seeds_are_accepted():
     assert torch.equal(a.samples["w"], b.samples["w"])
     with pytest.raises(ValueError, match="seed must be None or an integer >= 0"):
         svi(regression, x, y, seed=1.5)
+
+
+def test_keyword_arguments_reach_the_model_in_predictive_and_resume(tmp_path):
+    from bayesact.infer import predictive, resume
+
+    x, y = data(dtype=F64)
+    post = quiet(mcmc, regression_kwonly, x, y=y, **QUICK)
+    x_new = torch.randn(5, 2, dtype=F64)
+    keyword = predictive(regression_kwonly, post, x_new, y=None, seed=1)
+    old_style = predictive(regression_kwonly, post, x_new, model_kwargs={"y": None}, seed=1)
+    assert keyword["y"].shape == (2, 10, 5)  # the new inputs, not the run's 20 points
+    assert torch.equal(keyword["y"], old_style["y"])
+    with pytest.raises(TypeError, match="unknown argument"):
+        predictive(regression_kwonly, post, x_new, why=None)
+
+    path = tmp_path / "run.ckpt"
+    full = quiet(mcmc, regression_kwonly, x, y=y, **QUICK)
+    part = quiet(mcmc, regression_kwonly, x, y=y, checkpoint=path, **{**QUICK, "num_samples": 10})
+    resumed = quiet(resume, path, regression_kwonly, x, y=y, progress=False)
+    assert torch.equal(resumed.samples["w"], part.samples["w"])
+    assert torch.equal(resumed.samples["w"], full.samples["w"])
+    with pytest.raises(ValueError, match="different values"):
+        quiet(resume, path, regression_kwonly, x, y=-y, progress=False)
