@@ -17,7 +17,8 @@ sampling and the generalised U-turn criterion); NumPyro's iterative NUTS (Phan e
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -25,6 +26,7 @@ from bayesact.infer.integrator import (
     IntegratorState,
     Metric,
     PotentialAndGrad,
+    is_numerical_failure,
     is_turning,
     kinetic_energy,
     leapfrog,
@@ -37,6 +39,7 @@ from bayesact.infer.nuts_tree import (
     SubtreeState,
     TreeState,
     eager_kernels,
+    first_nonfinite_grad,
     pair_table,
     slot_table,
     subtree_checkpoints,
@@ -59,6 +62,7 @@ __all__ = [
     "kinetic_energy",
     "leapfrog",
     "make_metric",
+    "nonfinite_grad_report",
     "nuts_transition",
     "sample_momentum",
     "slot_table",
@@ -70,7 +74,11 @@ __all__ = [
 
 
 class TransitionStats(NamedTuple):
-    """Per-chain statistics of one transition (all shaped (C,))."""
+    """Per-chain statistics of one transition (all shaped (C,)).
+
+    ``nonfinite_grad`` is the flat index of the first non-finite gradient component the
+    transition met at a finite potential (such a step diverges), -1 if none.
+    """
 
     energy: torch.Tensor
     energy_error: torch.Tensor
@@ -79,6 +87,7 @@ class TransitionStats(NamedTuple):
     tree_depth: torch.Tensor
     diverging: torch.Tensor
     reached_max_treedepth: torch.Tensor
+    nonfinite_grad: torch.Tensor
 
 
 def _any(mask: torch.Tensor) -> bool:
@@ -121,14 +130,19 @@ def nuts_transition(
         sync_every: leaves between checks that every chain's subtree has stopped.
         kernels: the leaf, pair and doubling-boundary steps (default:
             :func:`~bayesact.infer.nuts_tree.eager_kernels`; the sampler passes compiled ones).
+            A compiled leaf or pair that raises a numerical failure (see
+            :func:`~bayesact.infer.integrator.is_numerical_failure`) is redone by the eager
+            step, whose ``potential_and_grad`` turns the failure into a divergence.
 
     Returns:
         ((z, U, ∇U) of the new state, TransitionStats).
     """
     num_chains, dim = z.shape
     device, dtype = z.device, z.dtype
+    eager = eager_kernels(potential_and_grad, max_delta_energy)
     if kernels is None:
-        kernels = eager_kernels(potential_and_grad, max_delta_energy)
+        kernels = eager
+    leaf, pair = _guarded(kernels.leaf, eager.leaf), _guarded(kernels.pair, eager.pair)
     slots = max(max_tree_depth, 1)
     leaf_rows, pair_rows = slot_table(slots, device), pair_table(slots, device)
     pair_sync = max(1, sync_every // 2)
@@ -148,13 +162,13 @@ def nuts_transition(
         active = tree.active
         if num_leaves == 1:
             store, check = leaf_rows[0]
-            sub, alive = kernels.leaf(sub, active, signed_step, inverse_mass, energy0, log_u[0],
+            sub, alive = leaf(sub, active, signed_step, inverse_mass, energy0, log_u[0],
                                       store, check)
         else:
             num_pairs = num_leaves // 2
             for k in range(num_pairs):
                 store, check = pair_rows[k]
-                sub, alive = kernels.pair(sub, active, signed_step, inverse_mass, energy0,
+                sub, alive = pair(sub, active, signed_step, inverse_mass, energy0,
                                           log_u[2 * k : 2 * k + 2], store, check)
                 if k + 1 < num_pairs and (k + 1) % pair_sync == 0 and not _any(alive):
                     break
@@ -185,6 +199,7 @@ def nuts_transition(
         tree_depth=tree.depth,
         diverging=tree.diverging,
         reached_max_treedepth=tree.active & (tree.depth >= max_tree_depth),
+        nonfinite_grad=sub.nonfinite_grad,
     )
     return (tree.proposal_z, tree.proposal_potential, tree.proposal_grad), stats
 
@@ -203,19 +218,29 @@ def hmc_transition(
     """One HMC transition: ``num_steps`` (C,) leapfrog steps, then a Metropolis test.
 
     The proposal is accepted with probability min(1, exp(H₀ - H₁)) (Duane et al. 1987;
-    Neal 2011). Chains with fewer steps stop early (step size zero) while others finish.
+    Neal 2011). Chains with fewer steps stop early (step size zero) while others finish. A
+    chain whose potential or gradient turns non-finite is rejected (a divergence) and takes
+    its remaining zero steps from the start, so a point where the potential raised is not
+    evaluated again.
     """
     num_chains = z.shape[0]
     dtype = z.dtype
     r0 = sample_momentum(metric, generator)
     energy0 = potential + kinetic_energy(metric, r0)
     state = IntegratorState(z, r0, potential, grad)
+    failed = torch.zeros(num_chains, dtype=torch.bool, device=z.device)
+    nonfinite = torch.full((num_chains,), -1, dtype=torch.long, device=z.device)
     max_steps = int(num_steps.max())
     for i in range(max_steps):
-        moving = (num_steps > i).to(dtype)[:, None]
-        state = leapfrog(state, step_size[:, None] * moving, metric, potential_and_grad)
+        moving = (num_steps > i) & ~failed
+        f2 = failed[:, None]
+        start = IntegratorState(torch.where(f2, z, state.z), torch.where(f2, r0, state.r), state.potential,
+                                torch.where(f2, grad, state.grad))
+        state = leapfrog(start, step_size[:, None] * moving.to(dtype)[:, None], metric, potential_and_grad)
+        nonfinite = first_nonfinite_grad(state.potential, state.grad, moving, nonfinite)
+        failed = failed | (moving & ~(torch.isfinite(state.potential) & torch.isfinite(state.grad).all(-1)))
     energy1 = state.potential + kinetic_energy(metric, state.r)
-    delta = torch.nan_to_num(energy1 - energy0, nan=math.inf)
+    delta = torch.where(failed, math.inf, torch.nan_to_num(energy1 - energy0, nan=math.inf))
     accept_prob = torch.exp(-delta).clamp(max=1.0)
     u = torch.rand(num_chains, generator=generator, device=z.device, dtype=dtype)
     accept = u < accept_prob
@@ -231,8 +256,39 @@ def hmc_transition(
         tree_depth=zeros,
         diverging=delta > max_delta_energy,
         reached_max_treedepth=zeros.bool(),
+        nonfinite_grad=nonfinite,
     )
     return (new_z, new_u, new_g), stats
+
+
+def _guarded(kernel: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
+    """``kernel``, redone by ``eager`` when it raises a numerical failure (a compiled leaf that
+    inlines the potential cannot turn it into a divergence itself; the eager step can)."""
+    if kernel is eager:
+        return kernel
+
+    def call(*args: Any) -> Any:
+        try:
+            return kernel(*args)
+        except Exception as exc:  # re-raised below unless numerical
+            if not is_numerical_failure(exc):
+                raise
+        return eager(*args)
+
+    return call
+
+
+def nonfinite_grad_report(index: torch.Tensor, sites: Sequence[Any]) -> tuple[int, dict[str, int]]:
+    """Count the transitions of ``index`` (any shape; TransitionStats.nonfinite_grad values)
+    that met a non-finite gradient, and how many of them per latent site, mapping the flat
+    index to the site through its ``offset`` and ``size`` (:class:`~bayesact.infer.potential.LatentSite`)."""
+    hits = index[index >= 0].cpu()
+    per_site: dict[str, int] = {}
+    for site in sites:
+        n = int(((hits >= site.offset) & (hits < site.offset + site.size)).sum())
+        if n:
+            per_site[site.name] = n
+    return int(hits.numel()), per_site
 
 
 def find_reasonable_step_size(

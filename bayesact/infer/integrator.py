@@ -16,6 +16,7 @@ __all__ = [
     "IntegratorState",
     "Metric",
     "PotentialAndGrad",
+    "is_numerical_failure",
     "is_turning",
     "kinetic_energy",
     "leapfrog",
@@ -101,6 +102,26 @@ def leapfrog(
     potential, grad = potential_and_grad(z)
     r = torch.addcmul(r, half, grad, value=-1.0)
     return IntegratorState(z, r, potential, grad)
+
+
+def is_numerical_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while evaluating a potential, marks a numerically invalid point.
+
+    Such a point counts as having zero density (U = +inf, a divergence) instead of aborting the
+    run, as Pyro's ``potential_grad`` does: ``torch.linalg.LinAlgError`` (a Cholesky of a matrix
+    that is not positive-definite, a singular solve), any ``RuntimeError`` whose message says
+    "singular" or "not positive-definite" (the wording of older torch and GPU solvers), and the
+    ``ValueError`` of a distribution's argument validation ("... but found invalid values").
+    Anything else (a bug in the model, a shape mismatch) propagates.
+    """
+    if isinstance(exc, torch.linalg.LinAlgError):
+        return True
+    if isinstance(exc, RuntimeError):
+        msg = str(exc)
+        return "singular" in msg or "not positive-definite" in msg
+    if isinstance(exc, ValueError):
+        return "but found invalid values" in str(exc)
+    return False
 
 
 def is_turning(

@@ -38,6 +38,7 @@ __all__ = [
     "SubtreeState",
     "TreeState",
     "eager_kernels",
+    "first_nonfinite_grad",
     "merge_and_start",
     "pair_table",
     "slot_table",
@@ -70,8 +71,10 @@ class SubtreeState(NamedTuple):
 
     The current leaf (``z``, ``r``, ``potential``, ``grad``, velocity ``v``), the log of the
     subtree's total weight Σ exp(H₀ - H), its multinomial proposal, the momentum sum, the
-    stop flags, the acceptance sum and step count for adaptation, and the checkpoint slots
-    (velocity and momentum sum before the leaf) used by the iterative U-turn checks.
+    stop flags, the acceptance sum and step count for adaptation, the checkpoint slots
+    (velocity and momentum sum before the leaf) used by the iterative U-turn checks, and
+    ``nonfinite_grad``: the flat index of the first non-finite gradient component met at a
+    finite potential during the transition (-1 if none; long, carried over like the counts).
     """
 
     z: torch.Tensor
@@ -91,6 +94,7 @@ class SubtreeState(NamedTuple):
     num_steps: torch.Tensor
     ckpt_v: torch.Tensor
     ckpt_rsum: torch.Tensor
+    nonfinite_grad: torch.Tensor
 
 
 class TreeState(NamedTuple):
@@ -138,19 +142,29 @@ def subtree_leaf(
     """Add one leapfrog leaf to every chain's subtree (a pure, shape-static step).
 
     Chains that are not ``active`` or whose subtree already stopped take a zero step and
-    keep their accumulators. ``store_slot`` (K,) marks the slot where an even leaf stores
+    keep their accumulators; their zero step starts from the subtree's proposal (a point whose
+    potential and gradient are finite) with zero momentum, so a chain stopped at a point where
+    the potential raised or is NaN does not evaluate it again. Their leaf values are never
+    used. ``store_slot`` (K,) marks the slot where an even leaf stores
     its checkpoint; ``check_slots`` (K,) the slots an odd leaf checks for a U-turn (see
     :func:`subtree_checkpoints`). Returns the new subtree and the chains still alive.
     """
     metric = Metric(inverse_mass, inverse_mass)
     alive = active & ~sub.turning & ~sub.diverging
     alive_f = alive.to(sub.z.dtype)
+    alive2 = alive[:, None]
     state = leapfrog(
-        IntegratorState(sub.z, sub.r, sub.potential, sub.grad),
+        IntegratorState(
+            torch.where(alive2, sub.z, sub.proposal_z),
+            torch.where(alive2, sub.r, 0.0),
+            sub.potential,
+            torch.where(alive2, sub.grad, 0.0),
+        ),
         signed_step * alive_f[:, None],
         metric,
         potential_and_grad,
     )
+    nonfinite_grad = first_nonfinite_grad(state.potential, state.grad, alive, sub.nonfinite_grad)
     v = velocity(metric, state.r)
     energy = state.potential + 0.5 * (state.r * v).sum(-1)
     delta = torch.nan_to_num(energy - energy0, nan=math.inf)
@@ -188,8 +202,21 @@ def subtree_leaf(
         num_steps,
         ckpt_v,
         ckpt_rsum,
+        nonfinite_grad,
     )
     return new, active & ~turning & ~diverging
+
+
+def first_nonfinite_grad(
+    potential: torch.Tensor, grad: torch.Tensor, moving: torch.Tensor, seen: torch.Tensor
+) -> torch.Tensor:
+    """``seen`` (C,) updated with the flat index of the first non-finite component of ``grad``
+    (C, D) for the ``moving`` chains whose ``potential`` is finite and that have none yet
+    (-1: none). A non-finite gradient at a finite density makes the step diverge; the index
+    lets the sampler name the site (see :func:`bayesact.infer.hmc_core.nonfinite_grad_report`)."""
+    bad = ~torch.isfinite(grad)
+    hit = moving & torch.isfinite(potential) & bad.any(-1) & (seen < 0)
+    return torch.where(hit, bad.to(torch.uint8).argmax(-1), seen)
 
 
 def subtree_leaf_pair(
@@ -297,9 +324,13 @@ def subtree_start(
     num_steps: torch.Tensor,
     ckpt_v: torch.Tensor,
     ckpt_rsum: torch.Tensor,
+    nonfinite_grad: torch.Tensor | None = None,
 ) -> tuple[SubtreeState, torch.Tensor]:
     """An empty subtree at the end of ``tree`` in direction ``forward`` (C,) and the signed
-    step size (C, 1). ``accept_sum``, ``num_steps`` and the checkpoint buffers carry over."""
+    step size (C, 1). ``accept_sum``, ``num_steps``, the checkpoint buffers and
+    ``nonfinite_grad`` (default: none, -1) carry over."""
+    if nonfinite_grad is None:
+        nonfinite_grad = torch.full(forward.shape, -1, dtype=torch.long, device=forward.device)
     f = forward[:, None]
 
     def end(right: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
@@ -313,7 +344,7 @@ def subtree_start(
         torch.full_like(energy0, -math.inf), z, potential, grad, energy0,
         torch.zeros_like(z),
         torch.zeros_like(forward), torch.zeros_like(forward),
-        accept_sum, num_steps, ckpt_v, ckpt_rsum,
+        accept_sum, num_steps, ckpt_v, ckpt_rsum, nonfinite_grad,
     )
     signed_step = (step_size * (forward.to(step_size.dtype) * 2 - 1))[:, None]
     return sub, signed_step
@@ -375,7 +406,7 @@ def merge_and_start(
     tree = tree_merge(tree, sub, forward, log_u)
     nxt, signed_step = subtree_start(
         tree, next_forward, step_size, energy0, sub.accept_sum, sub.num_steps, sub.ckpt_v,
-        sub.ckpt_rsum,
+        sub.ckpt_rsum, sub.nonfinite_grad,
     )
     return tree, nxt, signed_step
 

@@ -22,6 +22,7 @@ is scaled by ``likelihood_scale`` = N/B, an unbiased estimate of the full-data p
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions.transforms import Transform
 
 from bayesact.infer.compiled import CompiledFunction, detach_constants, outputs_close
+from bayesact.infer.integrator import is_numerical_failure
 from bayesact.infer.phases import warn_user
 
 __all__ = ["LatentSite", "Potential", "build_potential", "trace_model"]
@@ -82,14 +84,19 @@ class _ScaleSites(Messenger):
 
 
 def trace_model(model: Callable[..., Any], args: tuple, kwargs: dict) -> poutine.Trace:
-    """Trace ``model(*args, **kwargs)`` once, drawing latent values from the prior."""
+    """Trace ``model(*args, **kwargs)`` once, drawing latent values from the prior (redrawn up to
+    9 times where the model raises a numerical failure, e.g. a Cholesky of a non-PD matrix)."""
     if not callable(model):
         raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
     with pyro.validation_enabled(False), torch.no_grad():
-        try:
-            tr = poutine.trace(model).get_trace(*args, **kwargs)
-        except Exception as exc:  # the user's model failed: say so with the original error
-            raise ValueError(f"running the model failed while tracing it: {exc!r}") from exc
+        for attempt in range(10):
+            try:
+                tr = poutine.trace(model).get_trace(*args, **kwargs)
+                break
+            except Exception as exc:  # the user's model failed: say so with the original error
+                if attempt < 9 and is_numerical_failure(exc):
+                    continue
+                raise ValueError(f"running the model failed while tracing it: {exc!r}") from exc
     return poutine.util.prune_subsample_sites(tr)
 
 
@@ -266,11 +273,39 @@ class Potential:
     def value_and_grad(self, z: torch.Tensor, *data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Potential and its gradient for a batch of flat vectors ``z[C, D]`` -> ``([C], [C, D])``.
 
-        ``data`` are the data inputs (minibatches) at ``data_positions``, if any.
+        ``data`` are the data inputs (minibatches) at ``data_positions``, if any. When the
+        batch raises a numerical failure (see :func:`~bayesact.infer.integrator.is_numerical_failure`,
+        e.g. a Cholesky of a matrix that is not positive-definite), the chains are evaluated one
+        by one and those that fail get U = +inf and ∇U = NaN: the sampler counts a divergence.
         """
-        if self._captured_for is not None and z.shape[0] != self._captured_for:
-            return self._eager(z, *data)
-        return self._batched(z, *data)
+        try:
+            if self._captured_for is not None and z.shape[0] != self._captured_for:
+                return self._eager(z, *data)
+            return self._batched(z, *data)
+        except Exception as exc:  # re-raised below unless numerical
+            if not is_numerical_failure(exc):
+                raise
+        return self._per_chain_guarded(z, *data)
+
+    def _per_chain_guarded(self, z: torch.Tensor, *data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values, grads = [], []
+        tiled = self._captured_for == z.shape[0]  # the captured graph on copies of one chain
+        for i in range(z.shape[0]):
+            batch = tuple(d[i : i + 1] for d in data) if self.batched_data else data
+            try:
+                if tiled:
+                    batch = tuple(b.expand_as(d).contiguous() for b, d in zip(batch, data, strict=True))
+                    u, g = self._batched(z[i : i + 1].expand_as(z).contiguous(), *batch)
+                    u, g = u[:1], g[:1]
+                else:
+                    u, g = self._eager(z[i : i + 1], *batch)
+            except Exception as exc:  # re-raised below unless numerical
+                if not is_numerical_failure(exc):
+                    raise
+                u, g = z.new_full((1,), math.inf), torch.full_like(z[i : i + 1], math.nan)
+            values.append(u.detach())
+            grads.append(g.detach())
+        return torch.cat(values), torch.cat(grads)
 
     def _eager(self, z: torch.Tensor, *data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "loop":
