@@ -113,9 +113,13 @@ def adaptation_windows(
 
     Warmup starts with a fast interval of ``init_buffer`` iterations (step size only), then
     slow windows of ``base_window``, 2·``base_window``, ... iterations that estimate the mass
-    matrix, and ends with ``term_buffer`` fast iterations. The last slow window is stretched
-    to end at ``num_warmup - term_buffer``. Below 20 warmup iterations there is no slow
-    window; when the three defaults do not fit, Stan's 15% / 75% / 10% split is used.
+    matrix, and ends with ``term_buffer`` fast iterations. As in Stan's
+    ``windowed_adaptation::compute_next_window``, every window after the first that would
+    leave too little room for the next one (its end plus twice its size passes the end of
+    the slow phase, ``num_warmup - term_buffer``) is stretched to that end; the first window
+    always has ``base_window`` iterations (so 170 warmup iterations give windows of 25 and 20).
+    Below 20 warmup iterations there is no slow window; when the three buffers do not fit,
+    Stan's 15% / 75% / 10% split (truncated to integers) gives one slow window.
     """
     if num_warmup < 20:
         return []
@@ -124,12 +128,13 @@ def adaptation_windows(
         term_buffer = int(0.1 * num_warmup)
         base_window = num_warmup - init_buffer - term_buffer
     end_slow = num_warmup - term_buffer
-    windows = []
     start, size = init_buffer, base_window
-    while start < end_slow:
+    end = start + size
+    windows = [(start, end)]
+    while end < end_slow:
+        start, size = end, 2 * size
         end = start + size
         if end + 2 * size > end_slow:
             end = end_slow
         windows.append((start, end))
-        start, size = end, 2 * size
     return windows
