@@ -27,9 +27,11 @@ INTRO = """# Compatibility: the newest supported stack
 `make test` (the CI entry) runs in `.venv`: Python 3.11 or 3.12 with the CPU build of torch it
 finds (2.13 from the local wheel where there is one). `make test-compat` checks the other end of
 what the README promises, in its own `.venv-compat`: **Python 3.12, the newest torch pip allows,
-ArviZ 1.x**, running `pytest -m "not slow and not gpu"`. Each run rewrites "Latest run" below and
-adds a row to the history (script: `tools/compat_report.py`). Set `COMPAT_PYTHON` to choose the
-interpreter (default: pyenv's 3.12, else `python3.12` on the PATH).
+ArviZ 1.x**, running `pytest -m "not slow and not gpu"` on the working tree as it is (each run
+names the commit and whether there were uncommitted changes). Each run rewrites "Latest run"
+below and adds a row to the history (script: `tools/compat_report.py`). Set `COMPAT_PYTHON` to
+choose the interpreter (default: pyenv's 3.12, else `python3.12` on the PATH). "Newest torch" is
+the newest that pip's configuration allows: where a pip constraints file caps torch, that cap.
 
 ## torch 2.14: `make_fx` drops `detach`
 
@@ -85,6 +87,18 @@ def _summary(junit: Path) -> tuple[dict[str, int], list[str]]:
     return counts, failing
 
 
+def _tree() -> str:
+    """The commit tested and whether the working tree had uncommitted changes (it is tested as is)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "outside git"
+    return f"`{head}`" + (" with uncommitted changes" if dirty else "")
+
+
 def _history(page: Path) -> list[str]:
     if not page.exists():
         return []
@@ -97,6 +111,7 @@ def main() -> None:
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args()
     page = Path(args.page)
+    tree = _tree()
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
@@ -112,7 +127,7 @@ def main() -> None:
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     row = (f"| {date} | {py} | {versions['torch']} | {versions['arviz']} | {passed} | {counts['failures']} "
            f"| {counts['errors']} | {counts['skipped']} | {minutes:.0f} |")
-    lines = [INTRO, f"{date}, `pytest -m \"not slow and not gpu\"` (exit status {status}): "
+    lines = [INTRO, f"{date}, commit {tree}, `pytest -m \"not slow and not gpu\"` (exit status {status}): "
              f"**{passed} passed, {counts['failures']} failed, {counts['errors']} errors, "
              f"{counts['skipped']} skipped** in {minutes:.0f} min.", "",
              "Python " + py + ", " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""]
