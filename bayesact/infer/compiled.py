@@ -21,7 +21,13 @@ from typing import Any
 import torch
 
 from bayesact.infer.fast_math import FastMath
-from bayesact.infer.integrator import IntegratorState, Metric, PotentialAndGrad, velocity
+from bayesact.infer.integrator import (
+    IntegratorState,
+    Metric,
+    PotentialAndGrad,
+    is_numerical_failure,
+    velocity,
+)
 from bayesact.infer.nuts_tree import (
     NutsKernels,
     merge_and_start,
@@ -239,7 +245,10 @@ def compile_nuts_kernels(
     call runs one (or two) leapfrog steps with all the tree bookkeeping. The example inputs
     are built from the sampler's state as a transition builds them, so the real calls have
     the same layouts. Returns the kernels (leaves counted on ``counter.calls``) and the
-    compile time in seconds.
+    compile time in seconds. When an example leaf steps where the potential raises a numerical
+    failure (e.g. a Cholesky of a non-PD matrix), it is built again with a zero step (at a
+    point where the potential is finite); at run time such a failure inside a compiled leaf
+    is redone by the eager leaf (see :func:`~bayesact.infer.hmc_core.nuts_transition`).
     """
     c, d = z.shape
     slots = max(max_tree_depth, 1)
@@ -256,16 +265,21 @@ def compile_nuts_kernels(
     log_u = torch.rand(3, c, generator=gen, dtype=z.dtype, device=z.device).log()
     opts = {"potential_and_grad": potential_and_grad, "max_delta_energy": max_delta_energy}
     store, check = slot_table(slots, z.device)[0]
-    leaf = CompiledFunction(
-        functools.partial(subtree_leaf, **opts),
-        (sub, tree.active, signed_step, inverse_mass, energy0, log_u[0], store, check),
-    )
-    sub1, _ = leaf(sub, tree.active, signed_step, inverse_mass, energy0, log_u[0], store, check)
+
+    def compiled(fn: Callable[..., Any], example: Callable[[torch.Tensor], tuple]) -> CompiledFunction:
+        try:
+            return CompiledFunction(fn, example(signed_step))
+        except Exception as exc:  # re-raised below unless numerical
+            if not is_numerical_failure(exc):
+                raise
+        return CompiledFunction(fn, example(signed_step * 0.0))
+
+    leaf = compiled(functools.partial(subtree_leaf, **opts),
+                    lambda step: (sub, tree.active, step, inverse_mass, energy0, log_u[0], store, check))
+    sub1, _ = leaf(sub, tree.active, signed_step * 0.0, inverse_mass, energy0, log_u[0], store, check)
     pstore, pcheck = pair_table(slots, z.device)[0]
-    pair = CompiledFunction(
-        functools.partial(subtree_leaf_pair, **opts),
-        (sub1, tree.active, signed_step, inverse_mass, energy0, log_u[:2], pstore, pcheck),
-    )
+    pair = compiled(functools.partial(subtree_leaf_pair, **opts),
+                    lambda step: (sub1, tree.active, step, inverse_mass, energy0, log_u[:2], pstore, pcheck))
     merge = CompiledFunction(merge_and_start, (tree, sub1, forward, log_u[2], ~forward, step_size, energy0))
     kernels = NutsKernels(_Counted(leaf, counter, 1), _Counted(pair, counter, 2), merge)
     return kernels, leaf.compile_seconds + pair.compile_seconds + merge.compile_seconds

@@ -206,3 +206,18 @@ def test_sghmc_stops_at_the_first_non_finite_step_during_burn_in():
     assert step is not None and 1 <= step < 100
     assert post.info["steps_done"] < 100
     assert any(f"stopped at step {step}:" in str(w.message) for w in caught)
+
+
+@pytest.mark.slow
+def test_compiled_nuts_redoes_a_raising_leaf_eagerly():
+    """compile=True: the example leaf that raises is compiled at a zero step instead (the NUTS
+    steps used to fall back to eager with a warning); at run time a compiled leaf that raises is
+    redone by the eager leaf, so the region counts as divergent as in the eager run."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        post = mcmc(cholesky_model, num_chains=4, num_warmup=40, num_samples=60, seed=3, init={"x": 0.0},
+                    dtype=DT, progress=False, compile=True)
+    assert post.info["potential_mode"].endswith("+compiled_leaf")
+    assert not any("could not compile" in str(w.message) for w in caught)
+    assert bool((post.samples["x"].abs() < 1).all())
+    assert int(post.sample_stats["diverging"].sum()) > 0
