@@ -28,14 +28,18 @@ from typing import Any
 
 import torch
 
+from bayesact.infer.arguments import move_to, split_model_kwargs
+
 __all__ = [
     "MCMC_FORMAT",
     "SGHMC_FORMAT",
+    "ResumeFn",
     "check_latent_sites",
     "checkpoint_payload",
     "from_plain",
     "is_safe_file",
     "load_checkpoint",
+    "register_format",
     "resume",
     "save_checkpoint",
     "to_plain",
@@ -43,6 +47,16 @@ __all__ = [
 
 MCMC_FORMAT = "bayesact.infer.checkpoint/2"
 SGHMC_FORMAT = "bayesact.infer.sghmc-checkpoint/2"
+
+#: ``resume_fn(payload, path, model, args, kwargs, progress)`` continues a run of one format.
+ResumeFn = Callable[[dict[str, Any], str, Callable[..., Any], tuple, dict[str, Any], bool], Any]
+_RESUMERS: dict[str, ResumeFn] = {}
+
+
+def register_format(fmt: str, resume_fn: ResumeFn) -> None:
+    """Let :func:`resume` continue checkpoints of format ``fmt`` with ``resume_fn`` (each run
+    loop registers its own format when its module is imported, so this module imports none)."""
+    _RESUMERS[fmt] = resume_fn
 _MAGIC = b"bayesact-safe/1"
 _PLAIN_SCALARS = (bool, int, float, str, type(None))
 
@@ -430,10 +444,8 @@ def resume(
     Returns:
         The :class:`~bayesact.infer.Posterior` of the whole run.
     """
-    from bayesact.infer.sampler import _move, _split_kwargs
-
     path = os.fspath(path)
-    payload = load_checkpoint(path, (MCMC_FORMAT, SGHMC_FORMAT))
+    payload = load_checkpoint(path, tuple(_RESUMERS))
     if model is None:
         model = resolve_model(payload.get("model_ref"), path)
     if not args and model_kwargs is None and not kwargs:
@@ -441,17 +453,11 @@ def resume(
             raise ValueError(f"{path!r} could not store the model's arguments (not plain data): {_HINT}")
         args, model_kwargs = tuple(payload["args"]), dict(payload["kwargs"])
     else:
-        model_kwargs = _split_kwargs("resume", model, model_kwargs, kwargs, ("progress", "model_kwargs"))
+        model_kwargs = split_model_kwargs("resume", model, model_kwargs, kwargs, ("progress", "model_kwargs"))
     config = payload["config"]
     dtype, device = _dtype(config["dtype"]), torch.device(config["device"])
-    args = tuple(_move(a, device, dtype) for a in args)
-    kwargs = {k: _move(v, device, dtype) for k, v in (model_kwargs or {}).items()}
+    args = tuple(move_to(a, device, dtype) for a in args)
+    kwargs = {k: move_to(v, device, dtype) for k, v in (model_kwargs or {}).items()}
     # the data now; the latent sites in resume_mcmc / resume_sghmc, once the model is traced
     check_fingerprint(payload["fingerprint"], data_fingerprint(args, kwargs), path)
-    if payload["format"] == MCMC_FORMAT:
-        from bayesact.infer.sampler import resume_mcmc
-
-        return resume_mcmc(payload, path, model, args, kwargs, progress)
-    from bayesact.infer.sghmc import resume_sghmc
-
-    return resume_sghmc(payload, path, model, args, kwargs, progress)
+    return _RESUMERS[payload["format"]](payload, path, model, args, kwargs, progress)

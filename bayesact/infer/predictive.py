@@ -78,7 +78,7 @@ def predictive(
         ValueError: the posterior has no draws, or its latent sites are not the model's
             (names the missing and extra sites).
     """
-    from bayesact.infer.sampler import _move, _split_kwargs, run_context
+    from bayesact.infer.arguments import move_to, run_context, split_model_kwargs
     from bayesact.infer.svi import SVIResult
 
     if isinstance(posterior, SVIResult):
@@ -96,12 +96,12 @@ def predictive(
         kwargs = posterior.kwargs
     else:
         options = ("seed", "model_kwargs", "num_samples")
-        kwargs = _split_kwargs("predictive", model, model_kwargs, kwargs, options)
+        kwargs = split_model_kwargs("predictive", model, model_kwargs, kwargs, options)
     floats = [v for v in posterior.samples.values() if v.is_floating_point()]
     dtype = floats[0].dtype if floats else torch.get_default_dtype()
     device = floats[0].device if floats else torch.device("cpu")
-    args = tuple(_move(a, device, dtype) for a in args)
-    kwargs = {k: _move(v, device, dtype) for k, v in kwargs.items()}
+    args = tuple(move_to(a, device, dtype) for a in args)
+    kwargs = {k: move_to(v, device, dtype) for k, v in kwargs.items()}
     with torch.random.fork_rng(devices=[]), run_context(model, dtype, device):
         if seed is not None:
             torch.manual_seed(seed)

@@ -30,11 +30,26 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bayesact.infer.arguments import (
+    check_checkpoint_path,
+    check_init,
+    check_int,
+    check_observed,
+    check_positive,
+    check_seed,
+    keyword_options,
+    move_to,
+    nonfinite_arguments,
+    resolve_device_dtype,
+    run_context,
+    split_model_kwargs,
+)
 from bayesact.infer.checkpoint import (
     SGHMC_FORMAT,
     check_latent_sites,
     checkpoint_payload,
     from_plain,
+    register_format,
     save_checkpoint,
 )
 from bayesact.infer.minibatch import MinibatchPotential
@@ -42,20 +57,6 @@ from bayesact.infer.phases import Phase, run_phases, warn_user
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.protocols import GibbsHook
 from bayesact.infer.replay import replay_sites
-from bayesact.infer.sampler import (
-    _check_checkpoint_path,
-    _check_init,
-    _check_int,
-    _check_observed,
-    _check_positive,
-    _check_seed,
-    _move,
-    _nonfinite_arguments,
-    _resolve_device_dtype,
-    _split_kwargs,
-    keyword_options,
-    run_context,
-)
 
 __all__ = ["SGHMCConfig", "SGHMCState", "adapt_preconditioner", "resume_sghmc", "sghmc", "sghmc_step"]
 
@@ -363,7 +364,7 @@ def _check_predict(predict: Any, model: Callable[..., Any], kwargs: dict, device
     if not isinstance(predict, tuple) or not predict or not isinstance(predict[0], str):
         raise ValueError("predict must be a tuple (site_name, *test_args), e.g. ('f', x_test)")
     site, *test_args = predict
-    test_args = [_move(a, device, dtype) for a in test_args]
+    test_args = [move_to(a, device, dtype) for a in test_args]
     tr = _trace_quiet(model, tuple(test_args), kwargs)
     node = tr.nodes.get(site)
     if node is None or not node["infer"].get("_deterministic", False):
@@ -382,7 +383,7 @@ def _trace_quiet(model: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
 def _new_state(mb: MinibatchPotential, cfg: SGHMCConfig, init: Any, gen: torch.Generator) -> SGHMCState:
     pot = mb.potential
     c, d = cfg.num_chains, pot.dim
-    _check_init(pot, init, c)
+    check_init(pot, init, c)
     if isinstance(init, dict):
         z = pot.unconstrain(init, (c,))
     else:
@@ -488,14 +489,14 @@ def sghmc(
     """
     if not callable(model):
         raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
-    model_kwargs = _split_kwargs("sghmc", model, model_kwargs, kwargs, SGHMC_OPTIONS)
-    _check_int("num_chains", num_chains, 1)
-    _check_int("num_burnin", num_burnin, 0)
-    _check_int("num_samples", num_samples, 1)
-    _check_int("thinning", thinning, 1)
-    _check_int("num_discard", num_discard, 0)
-    _check_int("gibbs_every", gibbs_every, 1)
-    _check_int("checkpoint_every", checkpoint_every, 1)
+    model_kwargs = split_model_kwargs("sghmc", model, model_kwargs, kwargs, SGHMC_OPTIONS)
+    check_int("num_chains", num_chains, 1)
+    check_int("num_burnin", num_burnin, 0)
+    check_int("num_samples", num_samples, 1)
+    check_int("thinning", thinning, 1)
+    check_int("num_discard", num_discard, 0)
+    check_int("gibbs_every", gibbs_every, 1)
+    check_int("checkpoint_every", checkpoint_every, 1)
     if num_discard >= num_samples:
         raise ValueError(f"num_discard must be < num_samples = {num_samples}, got {num_discard}")
     if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
@@ -503,12 +504,12 @@ def sghmc(
     if not (isinstance(momentum_decay, (int, float)) and 0 < momentum_decay < 1):
         raise ValueError(f"momentum_decay must lie in (0, 1), got {momentum_decay!r}")
     if clip_grad_norm is not None:
-        clip_grad_norm = _check_positive("clip_grad_norm", clip_grad_norm)
-    seed = _check_seed(seed)
-    path = _check_checkpoint_path(checkpoint)
-    device_, dtype_ = _resolve_device_dtype(args, model_kwargs, device, dtype, model)
-    args = tuple(_move(a, device_, dtype_) for a in args)
-    model_kwargs = {k: _move(v, device_, dtype_) for k, v in model_kwargs.items()}
+        clip_grad_norm = check_positive("clip_grad_norm", clip_grad_norm)
+    seed = check_seed(seed)
+    path = check_checkpoint_path(checkpoint)
+    device_, dtype_ = resolve_device_dtype(args, model_kwargs, device, dtype, model)
+    args = tuple(move_to(a, device_, dtype_) for a in args)
+    model_kwargs = {k: move_to(v, device_, dtype_) for k, v in model_kwargs.items()}
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     with run_context(model, dtype_, device_):
@@ -520,8 +521,8 @@ def sghmc(
         )
         mb = MinibatchPotential(model, args, model_kwargs, batch_size, num_chains, dtype_, device_,
                                 capture=cfg.capture)
-        _check_observed(mb.potential)
-        bad = _nonfinite_arguments(tuple(a if i in mb.positions else None for i, a in enumerate(args)), {})
+        check_observed(mb.potential)
+        bad = nonfinite_arguments(tuple(a if i in mb.positions else None for i, a in enumerate(args)), {})
         if bad:
             raise ValueError(
                 f"the minibatched data hold non-finite values: {', '.join(bad)}; remove or impute "
@@ -542,11 +543,14 @@ def resume_sghmc(
 ) -> Posterior:
     """Continue the :func:`sghmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`)."""
     cfg: SGHMCConfig = from_plain(SGHMCConfig, payload["config"])
-    args = tuple(_move(a, cfg.device, cfg.dtype) for a in args)
-    model_kwargs = {k: _move(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
+    args = tuple(move_to(a, cfg.device, cfg.dtype) for a in args)
+    model_kwargs = {k: move_to(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
     with run_context(model, cfg.dtype, cfg.device):
         mb = MinibatchPotential(model, args, model_kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype,
                                 cfg.device, capture=cfg.capture)
         check_latent_sites(payload, {s.name: s.shape for s in mb.potential.sites}, path)
         state: SGHMCState = from_plain(SGHMCState, payload["state"])
         return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)
+
+
+register_format(SGHMC_FORMAT, resume_sghmc)

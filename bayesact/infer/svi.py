@@ -13,17 +13,17 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoLowRankMultivariateNormal, AutoNormal
 from tqdm.auto import tqdm
 
+from bayesact.infer.arguments import (
+    check_seed,
+    keyword_options,
+    move_to,
+    resolve_device_dtype,
+    run_context,
+    split_model_kwargs,
+)
 from bayesact.infer.phases import show_progress
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
-from bayesact.infer.sampler import (
-    _check_seed,
-    _move,
-    _resolve_device_dtype,
-    _split_kwargs,
-    keyword_options,
-    run_context,
-)
 
 __all__ = ["SVIResult", "svi"]
 
@@ -190,11 +190,11 @@ def svi(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    kwargs = _split_kwargs("svi", model, model_kwargs, kwargs, SVI_OPTIONS)
-    seed = _check_seed(seed)
-    dev, dt = _resolve_device_dtype(args, kwargs, device, dtype, model)
-    args = tuple(_move(a, dev, dt) for a in args)
-    kwargs = {k: _move(v, dev, dt) for k, v in kwargs.items()}
+    kwargs = split_model_kwargs("svi", model, model_kwargs, kwargs, SVI_OPTIONS)
+    seed = check_seed(seed)
+    dev, dt = resolve_device_dtype(args, kwargs, device, dtype, model)
+    args = tuple(move_to(a, dev, dt) for a in args)
+    kwargs = {k: move_to(v, dev, dt) for k, v in kwargs.items()}
     with run_context(model, dt, dev):
         return _fit(model, args, kwargs, guide, num_steps, lr, num_particles, optimizer, progress, seed)
 
