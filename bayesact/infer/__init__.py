@@ -7,8 +7,9 @@ Pyro model whose latent sites are continuous.
 from bayesact.infer.checkpoint import resume
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.predictive import predictive
+from bayesact.infer.protocols import GibbsHook
 from bayesact.infer.sampler import mcmc
 from bayesact.infer.sghmc import sghmc
 from bayesact.infer.svi import SVIResult, svi
 
-__all__ = ["Posterior", "SVIResult", "mcmc", "predictive", "resume", "sghmc", "svi"]
+__all__ = ["GibbsHook", "Posterior", "SVIResult", "mcmc", "predictive", "resume", "sghmc", "svi"]
