@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -133,7 +134,7 @@ def arccos(x: Tensor) -> Tensor:
     return torch.arccos(x)
 
 
-def arcsin_with_slope(x: Tensor, slope: Tensor) -> Tensor:
+def arcsin_with_slope(x: Tensor, slope: Callable[[], Tensor]) -> Tensor:
     """arcsin(x), x clamped to [−1, 1], whose derivative is ``slope`` = 1/√(1 − x²) as the caller computes it.
 
     Near |x| = 1, 1 − x² computed from a rounded x loses every digit (x rounds to ±1 in float32 once
@@ -141,7 +142,9 @@ def arcsin_with_slope(x: Tensor, slope: Tensor) -> Tensor:
     closed forms know 1 − x² as a ratio of positive terms (erf: (1+2b²k11)(1+2b²k22) − 4b⁴k12² over
     (1+2b²k11)(1+2b²k22)), so they pass the slope, finite and accurate, and the value keeps the
     polynomial/libm arcsin. The derivative also stays correct where rounding put |x| slightly above 1
-    (a clamp would zero it there).
+    (a clamp would zero it there). ``slope`` is called only when x needs gradients.
     """
+    if not x.requires_grad:
+        return arcsin(torch.clamp(x, -1.0, 1.0))
     detached = x.detach()
-    return arcsin(torch.clamp(detached, -1.0, 1.0)) + (x - detached) * slope
+    return arcsin(torch.clamp(detached, -1.0, 1.0)) + (x - detached) * slope()

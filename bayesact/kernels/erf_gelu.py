@@ -59,13 +59,19 @@ class ErfDual(DualActivation):
             inv_root = 1.0 / torch.sqrt((1.0 + b2 * k11) * (1.0 + b2 * k22))
         # (1 + 2b²k11)(1 + 2b²k22) − 4b⁴k12² = 1 + 2b²(k11 + k22) + 4b⁴(k11k22 − k12²) ≥ 1, so
         # 1 − arg² = gram·inv_root² and d arcsin(arg)/d arg = rsqrt(gram)/inv_root, finite at |arg| → 1
-        gram_root = torch.rsqrt(1.0 + b2 * (k11 + k22) + b2 * b2 * _determinant(k11, k22, k12))
+        cache: list[Tensor] = []
+
+        def gram_root() -> Tensor:
+            if not cache:
+                cache.append(torch.rsqrt(1.0 + b2 * (k11 + k22) + b2 * b2 * _determinant(k11, k22, k12)))
+            return cache[0]
+
         a2 = self.a * self.a
-        t = a2 * (2.0 / math.pi) * arcsin_with_slope(b2 * k12 * inv_root, gram_root / inv_root)
+        t = a2 * (2.0 / math.pi) * arcsin_with_slope(b2 * k12 * inv_root, lambda: gram_root() / inv_root)
         t = t + self.c * self.c
         if not with_ntk:
             return t, None
-        return t, a2 * (2.0 * b2 / math.pi) * gram_root
+        return t, a2 * (2.0 * b2 / math.pi) * gram_root()
 
     def point_data(self, k: Tensor, with_ntk: bool) -> PointData:
         t, t_dot = self.pair(k, k, k, (), (), with_ntk)
@@ -96,7 +102,7 @@ class GeluDual(DualActivation):
         delta2 = 1.0 + k11 + k22 + _determinant(k11, k22, k12)  # = P1 − k12² ≥ 1
         delta = torch.sqrt(delta2)
         root_p1 = torch.sqrt(p1)
-        asin = arcsin_with_slope(k12 / root_p1, root_p1 / delta)  # 1 − k12²/P1 = Δ²/P1
+        asin = arcsin_with_slope(k12 / root_p1, lambda: root_p1 / delta)  # 1 − k12²/P1 = Δ²/P1
         t = k12 / 4.0 + (k12 * asin + (k12 * k12 + k11 * k22 * delta2) / (p1 * delta)) / (2.0 * math.pi)
         gate = 1.0 + 2.0 * self.alpha
         gain = gate * gate
