@@ -1,8 +1,11 @@
 """bayesact: Bayesian deep learning on Pyro.
 
-Layers, each importing only from the ones below it::
+Layers, each importing only from the ones before it (``tests/test_import_graph.py``)::
 
-    activations -> kernels -> priors -> models -> infer
+    activations -> kernels -> priors -> models      (next: models/processes, models/moe)
+    infer: a foundation beside them, importing no other bayesact package; any layer may use it.
+
+Prior-fitted networks will sit above ``models`` and ``infer``.
 """
 
 from importlib.metadata import PackageNotFoundError, version
