@@ -11,6 +11,7 @@ import gpytorch
 import pytest
 import torch
 
+from bayesact.infer.checkpoint import load_checkpoint
 from bayesact.models import BNN
 from bayesact.priors import FittedPrior, GaussianPrior, GPPrior, fit_functional_prior
 
@@ -170,15 +171,28 @@ def test_load_checks_the_format(tmp_path: Path) -> None:
 
 
 def test_saved_prior_is_plain_data(tmp_path: Path) -> None:
-    """FittedPrior.save writes plain tensors, numbers and strings: torch.load(weights_only=True) reads it
-    and the copy equals the original."""
+    """FittedPrior.save writes a checksummed safe file of plain tensors, numbers and strings (read with
+    torch.load(weights_only=True) after the checksum) and the copy equals the original."""
     fitted = fit_functional_prior(BNN(1, hidden=(8,), prior=GaussianPrior(weight_std=1.5)), _rbf_target(), X,
                                   method="nngp", num_iters=2, **FAST)  # fmt: skip
     fitted.save(tmp_path / "prior.pt")
-    raw = torch.load(tmp_path / "prior.pt", weights_only=True)
+    raw = load_checkpoint(tmp_path / "prior.pt", "bayesact.priors.fitted-prior/1")
     assert raw["format"] == "bayesact.priors.fitted-prior/1" and raw["history"] == fitted.history
     loaded = FittedPrior.load(tmp_path / "prior.pt")
     torch.testing.assert_close(loaded.prior.weight_std, fitted.prior.weight_std)
+
+
+def test_corrupted_or_truncated_checkpoint_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "fit.pt"
+    _fit(path, 2)
+    data = bytearray(path.read_bytes())
+    data[-40:-24] = bytes(b ^ 0xFF for b in data[-40:-24])  # 16 flipped bytes in the payload
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="fit.pt.*corrupted"):
+        _fit(path, 3, resume=True)
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ValueError, match="fit.pt.*truncated"):
+        _fit(path, 3, resume=True)
 
 
 def test_resume_uses_the_lr_passed_now(tmp_path: Path) -> None:
@@ -187,7 +201,7 @@ def test_resume_uses_the_lr_passed_now(tmp_path: Path) -> None:
     fitted = fit_functional_prior(BNN(1, hidden=(8,)), _rbf_target(), X, num_iters=3, lr=0.001,
                                   checkpoint=path, resume=True, **FAST)  # fmt: skip
     assert fitted.num_iters == 3
-    state = torch.load(path, weights_only=True)
+    state = load_checkpoint(path, "bayesact.priors.fit-checkpoint/1")
     assert state["optimizer"]["param_groups"][0]["lr"] == 0.001
 
 

@@ -10,7 +10,6 @@ covariance at the measurement points, which needs no critic.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import warnings
@@ -22,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from tqdm.auto import trange
+
+from bayesact.infer.checkpoint import is_safe_file, load_checkpoint, save_checkpoint
 
 from .._checks import check_int, check_protocol, check_real
 from ..function.protocol import FunctionPrior, FunctionPriorWithCovariance
@@ -50,34 +51,25 @@ _PRIOR_CLASSES: dict[str, type[WeightPrior]] = {
 
 
 def atomic_save(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed and fsynced, then renamed over it:
-    a failed write (disk full, interruption) leaves any previous file at ``path`` intact."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where directories can be synced
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    """Write ``payload`` as a bayesact safe file (:func:`bayesact.infer.checkpoint.save_checkpoint`:
+    checksummed, plain data only, written to a temporary file and renamed over ``path``): a failed
+    write (disk full, interruption) leaves any previous file at ``path`` intact."""
+    save_checkpoint(path, payload)
 
 
 def safe_load(path: Path, fmt: str, keys: tuple[str, ...], what: str) -> dict[str, Any]:
-    """A file written by :func:`atomic_save`, read with ``torch.load(weights_only=True)`` (no code runs
-    from it) and checked to be a dict of format ``fmt`` holding ``keys``; else a ValueError."""
-    try:
-        payload = torch.load(path, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"{str(path)!r} is not a readable {what} ({type(exc).__name__}: {exc})") from None
+    """A file written by :func:`atomic_save` (its checksum verified, read with
+    ``torch.load(weights_only=True)``: no code runs from it), or a plain ``torch.save`` file of
+    an earlier version read the same way; checked to be a dict of format ``fmt`` holding
+    ``keys``; else a ValueError naming the file."""
+    if path.is_file() and is_safe_file(path):
+        payload = load_checkpoint(path, fmt)
+    else:
+        try:
+            payload = torch.load(path, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"{str(path)!r} is not a readable {what} ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format", fmt) != fmt or not set(keys) <= set(payload):
         raise ValueError(f"{str(path)!r} is not a {what} (expected format {fmt!r})")
     return payload
