@@ -37,9 +37,14 @@ def _graph() -> dict[str, set[str]]:
     for module, path in mods.items():
         for node in ast.walk(ast.parse(path.read_text())):
             targets: list[str] = []
-            absolute = isinstance(node, ast.ImportFrom) and node.level == 0
-            if absolute and (node.module or "").startswith("bayesact"):
-                targets = [resolve(f"{node.module}.{alias.name}") for alias in node.names]
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's package, `level - 1` packages up
+                    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                    package = package[: len(package) - node.level + 1]
+                    base = ".".join(package + ([base] if base else []))
+                if base.startswith("bayesact"):
+                    targets = [resolve(f"{base}.{alias.name}") for alias in node.names]
             elif isinstance(node, ast.Import):
                 targets = [resolve(a.name) for a in node.names if a.name.startswith("bayesact")]
             edges[module] |= {t for t in targets if t != module}
