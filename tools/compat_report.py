@@ -55,7 +55,7 @@ from 1 GB to 10–24 GB and was killed. bayesact now makes every constant tensor
 and compiled graphs a detached view (`bayesact.infer.compiled.detach_constants`) and evaluates
 the eager `vmap` gradient under `torch.no_grad()` (`torch.func.grad` ignores it), so no torch
 version needs a pin: measured peaks of `make demo` are in `benchmarks/results/demo_memory.md`.
-Test: `tests/infer/test_infer_memory.py`.
+Test: `tests/infer/test_memory.py`.
 
 ## Latest run
 """

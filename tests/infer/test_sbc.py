@@ -15,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sbc_models import LOGIT_X, SCHOOL_SIGMA, eight_schools, logistic, normal_normal, simulate
 from scipy import stats
 
 from bayesact.infer import mcmc
+
+from .sbc_models import LOGIT_X, SCHOOL_SIGMA, eight_schools, logistic, normal_normal, simulate
 
 L_DRAWS = 99
 WARMUP, DRAWS = 100, 200  # per chain; 2 chains x 200 draws thinned by 4 to L = 99

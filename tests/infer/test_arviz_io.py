@@ -1,5 +1,5 @@
 """ArviZ conversion from numpy dicts. Imports no torch, so it also runs on Python 3.12 with
-ArviZ 1.x (``pytest --noconftest tests/infer/test_infer_arviz_io.py``)."""
+ArviZ 1.x (``pytest --noconftest tests/infer/test_arviz_io.py``)."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def test_loo_and_compare_work_on_svi_next_to_mcmc(post, fit):
     loo_mcmc = az.loo(post.to_arviz())
     loo_svi = az.loo(fit.to_arviz(2000, seed=0))
     # PSIS-LOO with 1000 (MCMC) / 2000 (guide) draws: Monte Carlo error ≈ 0.01; the guide's
-    # mean and sd are within 0.05 of the exact posterior's (see test_infer_outputs)
+    # mean and sd are within 0.05 of the exact posterior's (see test_outputs)
     assert abs(_elpd(loo_mcmc) - exact) < 0.05
     assert abs(_elpd(loo_svi) - exact) < 0.1
     table = az.compare({"mcmc": post.to_arviz(), "svi": fit.to_arviz(2000, seed=0)})
