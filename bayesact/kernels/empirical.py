@@ -35,6 +35,7 @@ from bayesact.kernels.recursion import (
     DEFAULT_BIAS_STD,
     DEFAULT_WEIGHT_STD,
     LayerStd,
+    _check_depth,
     _check_inputs,
     _variances,
 )
@@ -88,7 +89,8 @@ def _empirical(
     networks_per_batch: int | None,
     with_ntk: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    _check_inputs(x1, x2, depth, diag=False)
+    _check_inputs(x1, x2, diag=False)
+    _check_depth(depth)
     _check_counts(width, n_networks, networks_per_batch)
     for name, x in (("x1", x1), ("x2", x2)):
         if x is not None and x.dim() != 2:

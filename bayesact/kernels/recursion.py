@@ -29,12 +29,14 @@ import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from bayesact.kernels._docs import args_section, document, raises_section
 from bayesact.kernels.dual import DualActivation, PointData
 from bayesact.kernels.resolve import ActivationLike, dual_activation
 
@@ -102,7 +104,14 @@ def _layer_variances(value: LayerStd, name: str, x: Tensor, depth: int, allow_ze
     return [std * std] * (depth + 1)
 
 
-def _check_inputs(x1: Tensor, x2: Tensor | None, depth: int, diag: bool) -> None:
+def _check_depth(depth: int) -> None:
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise TypeError(f"depth must be an int, got {type(depth).__name__}")
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0 (the number of hidden layers), got {depth}")
+
+
+def _check_inputs(x1: Tensor, x2: Tensor | None, diag: bool) -> None:
     for name, x in (("x1", x1), ("x2", x2)):
         if x is None:
             continue
@@ -131,10 +140,6 @@ def _check_inputs(x1: Tensor, x2: Tensor | None, depth: int, diag: bool) -> None
                 f"diag=True pairs x1 and x2 row by row: x2 has {x2.shape[-2]} rows, x1 has "
                 f"{x1.shape[-2]}"
             )
-    if isinstance(depth, bool) or not isinstance(depth, int):
-        raise TypeError(f"depth must be an int, got {type(depth).__name__}")
-    if depth < 0:
-        raise ValueError(f"depth must be >= 0 (the number of hidden layers), got {depth}")
 
 
 def _point_layers(
@@ -155,6 +160,7 @@ def _point_layers(
         data.append(point)
         k = w2v[layer] * point.diag + b2v[layer]
         if with_ntk:
+            assert point.diag_dot is not None and theta is not None
             theta = k + w2v[layer] * point.diag_dot * theta
     return _PointLayers(variances, data, k, theta)
 
@@ -180,6 +186,7 @@ def _layers(
         t, t_dot = dual.pair(k11, k22, k12, f1, f2, with_ntk)
         k12 = w2[layer] * t + b2[layer]
         if with_ntk:
+            assert t_dot is not None and theta is not None
             theta = k12 + w2[layer] * t_dot * theta
     return k12, theta
 
@@ -192,7 +199,7 @@ def _fused_layers() -> Callable[..., tuple[Tensor, Tensor | None]]:
     if _compiled_layers is None:
         compiled = torch.compile(_layers, dynamic=True)
 
-        def run(*args: object) -> tuple[Tensor, Tensor | None]:
+        def run(*args: Any) -> tuple[Tensor, Tensor | None]:
             # one graph per (dual type, dtype, depth, NNGP/NTK, ...): more than dynamo's default
             # of 8 per function, after which it would silently fall back to eager
             with torch._dynamo.config.patch(
@@ -226,24 +233,42 @@ def _variances(
     return w2, b2
 
 
+@dataclass(frozen=True, eq=False)
+class _Recursion:
+    """What one NNGP/NTK evaluation computes, apart from its inputs: checked once, when built.
+
+    The stds are checked (and converted to the inputs' dtype and device) by ``variances``, at
+    evaluation, since a float std becomes a tensor of the inputs' dtype.
+    """
+
+    activation: ActivationLike
+    depth: int
+    weight_std: LayerStd = DEFAULT_WEIGHT_STD
+    bias_std: LayerStd = DEFAULT_BIAS_STD
+    quadrature_degree: int | None = None
+    fused: bool = False
+    block_bytes: int | None = None
+    dual: DualActivation = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_depth(self.depth)
+        block_bytes = self.block_bytes
+        if block_bytes is not None and (isinstance(block_bytes, bool) or block_bytes < 1):
+            raise ValueError(f"block_bytes must be a positive integer, got {block_bytes!r}")
+        dual = dual_activation(self.activation, quadrature_degree=self.quadrature_degree)
+        object.__setattr__(self, "dual", dual)
+
+    def variances(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Per-layer (W_std², b_std²) for the Dense layers 0..depth in x's dtype and device."""
+        return _variances(self.weight_std, self.bias_std, x, self.depth)
+
+
 def _evaluate(
-    x1: Tensor,
-    x2: Tensor | None,
-    activation: ActivationLike,
-    depth: int,
-    weight_std: LayerStd,
-    bias_std: LayerStd,
-    diag: bool,
-    with_ntk: bool,
-    quadrature_degree: int | None,
-    fused: bool,
-    block_bytes: int | None,
+    x1: Tensor, x2: Tensor | None, spec: _Recursion, diag: bool, with_ntk: bool
 ) -> tuple[Tensor, Tensor | None]:
-    k, theta = _evaluate_unchecked(
-        x1, x2, activation, depth, weight_std, bias_std, diag, with_ntk, quadrature_degree, fused,
-        block_bytes,
-    )
-    _warn_if_overflowed(k, theta, activation, depth)
+    """(K, Θ or None) of ``spec`` at the inputs; warns when they overflowed."""
+    k, theta = _recursion(x1, x2, spec, diag, with_ntk)
+    _warn_if_overflowed(k, theta, spec.activation, spec.depth)
     return k, theta
 
 
@@ -264,24 +289,12 @@ def _warn_if_overflowed(k: Tensor, theta: Tensor | None, activation: ActivationL
     )
 
 
-def _evaluate_unchecked(
-    x1: Tensor,
-    x2: Tensor | None,
-    activation: ActivationLike,
-    depth: int,
-    weight_std: LayerStd,
-    bias_std: LayerStd,
-    diag: bool,
-    with_ntk: bool,
-    quadrature_degree: int | None,
-    fused: bool,
-    block_bytes: int | None,
+def _recursion(
+    x1: Tensor, x2: Tensor | None, spec: _Recursion, diag: bool, with_ntk: bool
 ) -> tuple[Tensor, Tensor | None]:
-    _check_inputs(x1, x2, depth, diag)
-    if block_bytes is not None and (isinstance(block_bytes, bool) or block_bytes < 1):
-        raise ValueError(f"block_bytes must be a positive integer, got {block_bytes!r}")
-    dual = dual_activation(activation, quadrature_degree=quadrature_degree)
-    w2, b2 = _variances(weight_std, bias_std, x1, depth)
+    _check_inputs(x1, x2, diag)
+    dual, depth = spec.dual, spec.depth
+    w2, b2 = spec.variances(x1)
     symmetric = x2 is None or x2 is x1 or (x2.shape == x1.shape and torch.equal(x1, x2))
     points1 = _point_layers(x1, dual, w2, b2, depth, with_ntk)
     if diag and symmetric:
@@ -289,7 +302,7 @@ def _evaluate_unchecked(
     x2 = x1 if x2 is None else x2
     points2 = points1 if symmetric else _point_layers(x2, dual, w2, b2, depth, with_ntk)
     d = x1.shape[-1]
-    compiled = fused and dual.fusable
+    compiled = spec.fused and dual.fusable
     layers = _fused_layers() if compiled else _layers
 
     if diag:  # paired rows, no matrix
@@ -314,7 +327,7 @@ def _evaluate_unchecked(
     per_entry = (2 if with_ntk else 1) if compiled and not grad else dual.entry_cost + 2
     bounds = _block_bounds(
         n, m * math.prod(batch_shape), x1.element_size() * per_entry,
-        block_bytes or DEFAULT_BLOCK_BYTES, dual.block_entries,
+        spec.block_bytes or DEFAULT_BLOCK_BYTES, dual.block_entries,
     )
     # the Gram matrix of the whole output, once: every block reads its rows, so K⁰ (and with it
     # every later layer) is the same number whichever block an entry falls in
@@ -335,14 +348,20 @@ def _evaluate_unchecked(
             for start, stop in itertools.pairwise(bounds)
         ]
         k = torch.cat([p[0] for p in parts], dim=-2)
-        theta = torch.cat([p[1] for p in parts], dim=-2) if with_ntk else None
+        theta = torch.cat([_present(p[1]) for p in parts], dim=-2) if with_ntk else None
     if theta is k:  # depth 0: Θ = K, returned as two tensors
         theta = k.clone()
     if symmetric:  # the exact one-point values on the diagonal
         k = _set_diagonal(k, points1.final)
         if theta is not None:
-            theta = _set_diagonal(theta, points1.final_ntk)
+            theta = _set_diagonal(theta, _present(points1.final_ntk))
     return k, theta
+
+
+def _present(t: Tensor | None) -> Tensor:
+    """``t``, which the caller knows was computed (an NTK asked for)."""
+    assert t is not None
+    return t
 
 
 def _set_diagonal(matrix: Tensor, diagonal: Tensor) -> Tensor:
@@ -354,6 +373,12 @@ def _set_diagonal(matrix: Tensor, diagonal: Tensor) -> Tensor:
     return matrix
 
 
+#: the Args and Raises sections of nngp, ntk and nngp_ntk
+_ARGS = args_section("x1 x2 activation depth weight_std bias_std diag quadrature_degree fused block_bytes")
+_RAISES = raises_section()
+
+
+@document(args=_ARGS, raises=_RAISES)
 def nngp(
     x1: Tensor,
     x2: Tensor | None = None,
@@ -372,42 +397,21 @@ def nngp(
     The network is neural-tangents' ``stax.serial(*[Dense(W_std, b_std), act] * depth,
     Dense(W_std, b_std))``; K⁰ = W_std²·⟨x, x'⟩/d + b_std² and K^{l+1} = W_std²·E[φ(u)φ(v)] + b_std²
     with (u, v) ~ N(0, Λ^l) ("Deep Neural Networks as Gaussian Processes", Lee et al., ICLR 2018).
+
     Args:
-        x1: inputs of shape (..., n, d); leading batch dimensions broadcast with x2's.
-        x2: inputs of shape (..., m, d); ``None`` means x1.
-        activation: a ``bayesact.activations`` registry name, a module from
-            ``bayesact.activations.get(...)`` (its parameters receive gradients), a
-            ``DualActivation``, or any elementwise callable (evaluated by Hermite quadrature).
-        depth: number of hidden layers (≥ 0); the readout layer is included.
-        weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
-            all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
-            (entry 0 the input layer, entry depth the readout).
-        bias_std: b_std (≥ 0, default 0.1 like ``NNGPKernel``), shared or per layer like
-            ``weight_std``.
-        diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
-        quadrature_degree: Hermite degree for activations without a closed form (default 64).
-        fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
-        block_bytes: bound on the working memory of one row block (default 64 MiB); blocks under
-            autograd are checkpointed, so the bound also holds for the backward pass. The result
-            is bit-identical to one block (gradients w.r.t. shared stds agree to rounding only:
-            they are sums over all entries, accumulated block by block).
+        {args}
 
     Raises:
-        ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,
-            a per-layer std sequence whose length is not depth + 1, non-finite inputs, or an
-            activation that is not elementwise.
-        TypeError: arguments of the wrong type.
+        {raises}
 
     Returns:
         Tensor of shape (..., n, m), or (..., n) with ``diag=True``.
     """
-    k, _ = _evaluate(
-        x1, x2, activation, depth, weight_std, bias_std, diag, False, quadrature_degree, fused,
-        block_bytes,
-    )
-    return k
+    spec = _Recursion(activation, depth, weight_std, bias_std, quadrature_degree, fused, block_bytes)
+    return _evaluate(x1, x2, spec, diag, with_ntk=False)[0]
 
 
+@document(args=_ARGS, raises=_RAISES)
 def ntk(
     x1: Tensor,
     x2: Tensor | None = None,
@@ -426,43 +430,21 @@ def ntk(
     Θ⁰ = K⁰ and Θ^{l+1} = K^{l+1} + W_std²·E[φ'(u)φ'(v)]·Θ^l ("Neural Tangent Kernel: Convergence
     and Generalization in Neural Networks", Jacot, Gabriel & Hongler, NeurIPS 2018), for neural-tangents'
     ``stax.serial(*[Dense(W_std, b_std), act] * depth, Dense(W_std, b_std))``.
+
     Args:
-        x1: inputs of shape (..., n, d); leading batch dimensions broadcast with x2's.
-        x2: inputs of shape (..., m, d); ``None`` means x1.
-        activation: a ``bayesact.activations`` registry name, a module from
-            ``bayesact.activations.get(...)`` (its parameters receive gradients), a
-            ``DualActivation``, or any elementwise callable (evaluated by Hermite quadrature).
-        depth: number of hidden layers (≥ 0); the readout layer is included.
-        weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
-            all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
-            (entry 0 the input layer, entry depth the readout).
-        bias_std: b_std (≥ 0, default 0.1 like ``NNGPKernel``), shared or per layer like
-            ``weight_std``.
-        diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
-        quadrature_degree: Hermite degree for activations without a closed form (default 64).
-        fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
-        block_bytes: bound on the working memory of one row block (default 64 MiB); blocks under
-            autograd are checkpointed, so the bound also holds for the backward pass. The result
-            is bit-identical to one block (gradients w.r.t. shared stds agree to rounding only:
-            they are sums over all entries, accumulated block by block).
+        {args}
 
     Raises:
-        ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,
-            a per-layer std sequence whose length is not depth + 1, non-finite inputs, or an
-            activation that is not elementwise.
-        TypeError: arguments of the wrong type.
+        {raises}
 
     Returns:
         Tensor of shape (..., n, m), or (..., n) with ``diag=True``.
     """
-    _, theta = _evaluate(
-        x1, x2, activation, depth, weight_std, bias_std, diag, True, quadrature_degree, fused,
-        block_bytes,
-    )
-    assert theta is not None
-    return theta
+    spec = _Recursion(activation, depth, weight_std, bias_std, quadrature_degree, fused, block_bytes)
+    return _present(_evaluate(x1, x2, spec, diag, with_ntk=True)[1])
 
 
+@document(args=_ARGS, raises=_RAISES)
 def nngp_ntk(
     x1: Tensor,
     x2: Tensor | None = None,
@@ -477,38 +459,16 @@ def nngp_ntk(
     block_bytes: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """NNGP and NTK in one pass (same conventions as ``nngp`` and ``ntk``).
+
     Args:
-        x1: inputs of shape (..., n, d); leading batch dimensions broadcast with x2's.
-        x2: inputs of shape (..., m, d); ``None`` means x1.
-        activation: a ``bayesact.activations`` registry name, a module from
-            ``bayesact.activations.get(...)`` (its parameters receive gradients), a
-            ``DualActivation``, or any elementwise callable (evaluated by Hermite quadrature).
-        depth: number of hidden layers (≥ 0); the readout layer is included.
-        weight_std: W_std (> 0): a float or a tensor broadcasting with the batch shape, shared by
-            all Dense layers, or a list/tuple of depth + 1 of them, entry l for Dense layer l
-            (entry 0 the input layer, entry depth the readout).
-        bias_std: b_std (≥ 0, default 0.1 like ``NNGPKernel``), shared or per layer like
-            ``weight_std``.
-        diag: return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.
-        quadrature_degree: Hermite degree for activations without a closed form (default 64).
-        fused: run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).
-        block_bytes: bound on the working memory of one row block (default 64 MiB); blocks under
-            autograd are checkpointed, so the bound also holds for the backward pass. The result
-            is bit-identical to one block (gradients w.r.t. shared stds agree to rounding only:
-            they are sums over all entries, accumulated block by block).
+        {args}
 
     Raises:
-        ValueError: mismatched feature dimensions, depth < 0, weight_std ≤ 0 or bias_std < 0,
-            a per-layer std sequence whose length is not depth + 1, non-finite inputs, or an
-            activation that is not elementwise.
-        TypeError: arguments of the wrong type.
+        {raises}
 
     Returns:
         (nngp, ntk), each of shape (..., n, m), or (..., n) with ``diag=True``.
     """
-    k, theta = _evaluate(
-        x1, x2, activation, depth, weight_std, bias_std, diag, True, quadrature_degree, fused,
-        block_bytes,
-    )
-    assert theta is not None
-    return k, theta
+    spec = _Recursion(activation, depth, weight_std, bias_std, quadrature_degree, fused, block_bytes)
+    k, theta = _evaluate(x1, x2, spec, diag, with_ntk=True)
+    return k, _present(theta)
