@@ -70,6 +70,7 @@ def fourier(
     Paper: "Implicit Neural Representations with Fourier Kolmogorov-Arnold Networks" (Mehrabian et al.,
         2024)
     """
+    assert isinstance(coeffs, Tensor)  # the registry binds tuples to tensors
     cos1, sin1 = torch.cos(x), torch.sin(x)
     cos_k, sin_k = cos1, sin1
     out = coeffs[0, 0] * cos_k + coeffs[1, 0] * sin_k

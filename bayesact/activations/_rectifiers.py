@@ -139,6 +139,7 @@ def polyrelu(x: Tensor, *, coeffs: Tensor | tuple[float, ...] = (0.0, 1.0, 0.0, 
     Paper: "Polynomial Composition Activations: Unleashing the Dynamics of Large Language Models"
         (Zhuo et al., 2024)
     """
+    assert isinstance(coeffs, Tensor)  # the registry binds tuples to tensors
     r = torch.relu(x)
     out = coeffs[-1] * torch.ones_like(x)
     for c in coeffs[:-1].flip(0):

@@ -72,7 +72,7 @@ def _fused_function(
         return fn(x, **dict(zip(names, values, strict=True)), **options)
 
     def vjp(x: Tensor, grad: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
-        _, pullback = torch.func.vjp(pure, x, *values)
+        pullback = torch.func.vjp(pure, x, *values)[1]  # (output, pullback) without has_aux
         return pullback(grad)
 
     def with_fallback(compiled: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:

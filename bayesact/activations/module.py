@@ -10,7 +10,7 @@ trainable module loads a frozen module's (or an older) state dict and vice versa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -77,12 +77,12 @@ class Activation(nn.Module):
                 raise
         to_value = self._constraint(name).to_value
         assert to_value is not None
-        return to_value(super().__getattr__(RAW_PREFIX + name))
+        return to_value(cast(Tensor, super().__getattr__(RAW_PREFIX + name)))
 
     def __setattr__(self, name: str, value: Any) -> None:
         constrained = self.__dict__.get("_constrained")
         if constrained is not None and name in constrained and isinstance(value, Tensor):
-            raw = super().__getattr__(RAW_PREFIX + name)
+            raw = cast(Tensor, super().__getattr__(RAW_PREFIX + name))
             checked = spec(self.name).to_tensor(name, value.detach(), raw.dtype, raw.device)
             if checked.shape != raw.shape:
                 raise ValueError(f"{self.name}: parameter {name!r} has shape {tuple(raw.shape)}, "
@@ -169,13 +169,14 @@ class MixtureActivation(Activation):
         check_input(x, self.name)
         tensors = {"weights": self.weights.to(dtype=x.dtype)}
         spec(self.name).check_shapes(x, tensors)
-        for k, component in enumerate(self.components):
+        components = cast("list[Activation]", list(self.components))  # ModuleList items are typed Module
+        for k, component in enumerate(components):
             params = component._cast_params(x)
             spec(component.name).check_shapes(x, params)
             tensors.update({f"{k}.{key}": v for key, v in params.items()})
-        options = {
+        options: dict[str, Any] = {
             "names": tuple(self.options["names"]),
-            "component_options": tuple(tuple(sorted(c.options.items())) for c in self.components),
+            "component_options": tuple(tuple(sorted(c.options.items())) for c in components),
         }
         if self.fused:
             return call_fused("mixture", _mixture_eval, x, tensors, options)

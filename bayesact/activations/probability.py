@@ -95,7 +95,7 @@ class _Sparsemax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(z: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(z: Tensor) -> Tensor:
         z = z - z.amax(dim=-1, keepdim=True)  # the maximum becomes 0, so 1 + 1 * 0 > 0: k >= 1
         sorted_z, _ = torch.sort(z, dim=-1, descending=True)
         cumsum = sorted_z.cumsum(dim=-1)
@@ -110,7 +110,7 @@ class _Sparsemax(torch.autograd.Function):
         ctx.save_for_backward(output)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         (p,) = ctx.saved_tensors
         support = (p > 0).to(grad.dtype)
         mean_on_support = (grad * support).sum(-1, keepdim=True) / support.sum(-1, keepdim=True)
@@ -168,4 +168,5 @@ def sdm(x: Tensor, q: Tensor | float, d: Tensor | float, *, dim: int = -1) -> Te
     Paper: "Similarity-Distance-Magnitude Universal Verification" (Schmaltz, 2025)
     """
     _check_dim(x, dim, "sdm")
+    assert isinstance(q, Tensor) and isinstance(d, Tensor)  # the registry binds numbers to tensors
     return torch.softmax(x * (d * torch.log(2 + q)), dim=dim)

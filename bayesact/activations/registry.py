@@ -421,6 +421,6 @@ def smoothness_of_power_series(coeffs: Tensor) -> Smoothness:
     flat = coeffs.reshape(coeffs.shape[0], -1)
     for power in range(1, flat.shape[0]):
         if bool((flat[power] != 0).any()):
-            return ("C0", "C1", "C2")[min(power - 1, 2)]  # type: ignore[return-value]
+            return ("C0", "C1", "C2")[min(power - 1, 2)]
     return "C-inf"
 

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from bayesact import activations as A
-from bayesact.activations._rational import FIT_SLOPE
 
 # (registry name, its parameter, torch callables with the same parameter, the value all must have).
 # torch's defaults are read from the signatures (F.softplus is a builtin without one: nn.Softplus),
@@ -69,4 +68,11 @@ def test_selu_constants_are_torchs() -> None:
 
 
 def test_rational_default_is_fitted_to_the_default_leaky_relu() -> None:
-    assert FIT_SLOPE == A.info("leaky_relu").params["negative_slope"] == 0.01
+    # refitting to leaky ReLU at its default slope gives the default coefficients (LBFGS repeats
+    # them to ~1e-9; slope 0.02 would move a_1 = (1 + slope) / 2 by 5e-3)
+    slope = A.info("leaky_relu").params["negative_slope"]
+    assert slope == 0.01
+    rational = A.info("rational")
+    a, b = A.fit_rational(lambda x: F.leaky_relu(x, slope), rational.options["m"], rational.options["n"])
+    torch.testing.assert_close(a, torch.tensor(rational.params["a"], dtype=a.dtype), rtol=0, atol=1e-6)
+    torch.testing.assert_close(b, torch.tensor(rational.params["b"], dtype=b.dtype), rtol=0, atol=1e-6)
