@@ -21,6 +21,7 @@ __all__ = ["BNN", "LIKELIHOODS"]
 
 
 def _activation_module(activation: str | nn.Module) -> nn.Module:
+    module: nn.Module
     if isinstance(activation, str):
         module = activations.get(activation, trainable=False)
     elif isinstance(activation, nn.Module):
@@ -86,7 +87,8 @@ class BNN(PyroModule):
         )
         self.likelihood = make_likelihood(likelihood, noise_std=noise_std, student_t_df=student_t_df)
         self.likelihood.check_out_dim(out_dim)
-        self.activation = _activation_module(activation)
+        # nn.Module.__setattr__ registers the submodule; the read-only property only reads it back
+        self.activation = _activation_module(activation)  # type: ignore[misc]
         weight_prior = prior.prior if prior is not None and hasattr(prior, "prior") else prior
         weight_prior = weight_prior if weight_prior is not None else GaussianPrior()
         if not isinstance(weight_prior, WeightPrior):
@@ -95,7 +97,7 @@ class BNN(PyroModule):
             raise ValueError(
                 f"'prior' covers {weight_prior.num_layers} layers but the network has {self.num_layers}"
             )
-        self.prior = weight_prior.bind(self.num_layers)
+        self.prior = weight_prior.bind(self.num_layers)  # type: ignore[misc]
 
     @property
     def noise_std(self) -> float | None:

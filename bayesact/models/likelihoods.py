@@ -336,7 +336,7 @@ class _Mixture(dist.TorchDistribution):
         super().__init__(batch, component.event_shape, validate_args=False)
 
     @constraints.dependent_property
-    def support(self) -> constraints.Constraint:
+    def support(self) -> constraints.Constraint | None:
         return self.component.support
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> _Mixture:

@@ -44,7 +44,7 @@ CHECKPOINT_FORMAT = "bayesact.priors.fit-checkpoint/1"
 FITTED_FORMAT = "bayesact.priors.fitted-prior/1"
 #: a positive hyperparameter (std, shape, rate) below this has collapsed: the fit cannot recover it
 COLLAPSE_THRESHOLD = 1e-6
-_PRIOR_CLASSES: dict[str, type[WeightPrior]] = {
+_PRIOR_CLASSES: dict[str, Callable[[int], WeightPrior]] = {  # a class, called with num_layers
     "GaussianPrior": GaussianPrior,
     "HierarchicalPrior": HierarchicalPrior,
 }

@@ -44,6 +44,8 @@ def bnn_nngp(bnn: Any, x: Tensor) -> Tensor:
         raise ValueError(
             "the NNGP of a BNN needs a GaussianPrior (a hierarchical prior's functions are not a GP)"
         )
+    if prior.num_layers is None:
+        raise ValueError("the NNGP of a BNN needs its prior bound to the network's layers (num_layers None)")
     w = prior.weight_std.to(x.dtype)
     b = prior.bias_std.to(x.dtype)
     depth = prior.num_layers - 1

@@ -20,12 +20,11 @@ class LipschitzCritic(nn.Module):
 
     def __init__(self, num_points: int, hidden: int = 200):
         super().__init__()
-        self.layers = nn.ModuleList(
-            [nn.Linear(num_points, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 1)]
-        )
-        for layer in self.layers:
+        layers = [nn.Linear(num_points, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 1)]
+        for layer in layers:
             nn.init.xavier_normal_(layer.weight)
             nn.init.normal_(layer.bias)
+        self.layers = nn.ModuleList(layers)
 
     def forward(self, f: Tensor) -> Tensor:
         """φ of each function: (..., M) -> (...)."""
@@ -112,7 +111,8 @@ def train_critic(
         loss = -critic_gap(critic, p, q) + penalty * gradient_penalty(critic, p, q)
         loss.backward()
         if grad_tol is not None:
-            norm = torch.sqrt(sum(param.grad.pow(2).sum() for param in critic.parameters()))
+            squares = [param.grad.pow(2).sum() for param in critic.parameters() if param.grad is not None]
+            norm = torch.sqrt(sum(squares, torch.zeros_like(squares[0])))
             if norm.item() < grad_tol:
                 break
         optimizer.step()

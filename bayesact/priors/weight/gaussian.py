@@ -74,7 +74,7 @@ class GaussianPrior(WeightPrior):
 
     def rsample_layer(self, layer: int, fan_in: int, fan_out: int, n: int) -> tuple[Tensor, Tensor]:
         self._check_layer(layer)
-        like = {"dtype": self.raw_weight_std.dtype, "device": self.raw_weight_std.device}
-        weight = self.weight_std[layer] * torch.randn(n, fan_in, fan_out, **like)
-        bias = self.bias_std[layer] * torch.randn(n, fan_out, **like)
+        dtype, device = self.raw_weight_std.dtype, self.raw_weight_std.device
+        weight = self.weight_std[layer] * torch.randn(n, fan_in, fan_out, dtype=dtype, device=device)
+        bias = self.bias_std[layer] * torch.randn(n, fan_out, dtype=dtype, device=device)
         return weight, bias
