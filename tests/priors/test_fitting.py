@@ -83,6 +83,15 @@ def test_bnn_nngp_is_the_one_hidden_layer_covariance() -> None:
     assert relative_frobenius(f.T @ f / f.shape[0], exact).item() < 0.02
 
 
+def test_bnn_nngp_of_an_unbound_prior_is_a_value_error() -> None:
+    class Unbound:  # a BNN-like object whose GaussianPrior was never bound to its layers
+        prior = GaussianPrior()
+        activation = torch.nn.Softplus()
+
+    with pytest.raises(ValueError, match="bound to the network's layers"):
+        bnn_nngp(Unbound(), torch.zeros(3, 1))
+
+
 def test_save_load_round_trip(tmp_path) -> None:
     bnn = BNN(1, hidden=(8,), prior=HierarchicalPrior(2, shape=2.0, rate=3.0))
     fitted = fit_functional_prior(
