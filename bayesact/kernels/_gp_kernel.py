@@ -11,10 +11,37 @@ from gpytorch.kernels import Kernel
 from gpytorch.priors import Prior
 from torch import Tensor, nn
 
+from bayesact.kernels._docs import args_section, document
 from bayesact.kernels.recursion import DEFAULT_BIAS_STD, DEFAULT_WEIGHT_STD
 from bayesact.kernels.resolve import ActivationLike, dual_activation
 
 __all__ = ["InfiniteWidthKernel"]
+
+#: the Args section of NNGPKernel and NTKKernel (quadrature_degree and fused as for nngp)
+_ARGS = args_section(
+    "activation depth weight_std bias_std weight_std_prior bias_std_prior weight_std_constraint "
+    "bias_std_constraint quadrature_degree fused per_layer kwargs",
+    activation=(
+        "registry name, ``bayesact.activations`` module (its trainable parameters become kernel "
+        "hyperparameters), ``DualActivation`` or elementwise callable."
+    ),
+    depth="number of hidden layers (fixed).",
+    weight_std=(
+        "initial W_std (learnable, positive; default 1.0 like ``nngp``); with ``per_layer=True`` a "
+        "float or a list/tuple of depth + 1 initial values."
+    ),
+    bias_std="initial b_std (learnable, positive; default 0.1 like ``nngp``), like ``weight_std``.",
+    weight_std_prior="optional GPyTorch prior on W_std.",
+    bias_std_prior="optional GPyTorch prior on b_std.",
+    weight_std_constraint="constraint on W_std (default ``Positive()``).",
+    bias_std_constraint="constraint on b_std (default ``Positive()``).",
+    per_layer=(
+        "learn one W_std and one b_std per Dense layer (shape ``(*batch_shape, 1, depth + 1)``, entry "
+        "0 the input layer, entry depth the readout) instead of one shared pair (shape "
+        "``(*batch_shape, 1, 1)``)."
+    ),
+    kwargs="``batch_shape``, ``active_dims`` and the other ``gpytorch.kernels.Kernel`` options.",
+)
 
 
 class InfiniteWidthKernel(Kernel):
@@ -30,6 +57,12 @@ class InfiniteWidthKernel(Kernel):
     has_lengthscale = False
     is_stationary = False
     _kernel_fn: Callable[..., Tensor]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's docstring gets the shared ``Args:`` entries at its ``{args}`` placeholder."""
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ is not None and "{args}" in cls.__doc__:
+            document(args=_ARGS)(cls)
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from bayesact import activations as A
+from bayesact.kernels._docs import args_section, document
 from bayesact.kernels._quadrature import values_and_slopes
 from bayesact.kernels.dual import DualActivation
 from bayesact.kernels.recursion import (
@@ -42,6 +43,23 @@ from bayesact.kernels.recursion import (
 from bayesact.kernels.resolve import ActivationLike, dual_activation
 
 __all__ = ["empirical_nngp", "empirical_nngp_ntk", "empirical_ntk"]
+
+#: the Args section of the three estimators (depth as for nngp)
+_ARGS = args_section(
+    "x1 x2 activation depth weight_std bias_std width n_networks seed networks_per_batch",
+    x1="inputs (n, d).",
+    x2="inputs (m, d); ``None`` means x1.",
+    activation="as for :func:`bayesact.kernels.nngp` (a registry name runs the registry module).",
+    weight_std=(
+        "W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l for Dense layer "
+        "l: 0 the input layer, depth the readout)."
+    ),
+    bias_std="b_std (≥ 0, default 0.1 like ``nngp``), shared or per layer like ``weight_std``.",
+    width="hidden width of every layer.",
+    n_networks="number of independent networks averaged.",
+    seed="seed of the weights' generator (same seed, same estimate).",
+    networks_per_batch="networks drawn at once (default: about 128 MiB of weights).",
+)
 
 
 def _activation_function(activation: ActivationLike) -> Callable[[Tensor], Tensor]:
@@ -156,6 +174,7 @@ def _empirical(
     return nngp_mean, ntk_mean
 
 
+@document(args=_ARGS)
 def empirical_nngp(
     x1: Tensor,
     x2: Tensor | None = None,
@@ -176,17 +195,7 @@ def empirical_nngp(
     n_networks grow ("Deep Neural Networks as Gaussian Processes", Lee et al., ICLR 2018).
 
     Args:
-        x1: inputs (n, d).
-        x2: inputs (m, d); ``None`` means x1.
-        activation: as for :func:`bayesact.kernels.nngp` (a registry name runs the registry module).
-        depth: number of hidden layers.
-        weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
-            for Dense layer l: 0 the input layer, depth the readout).
-        bias_std: b_std (≥ 0, default 0.1 like ``nngp``), shared or per layer like ``weight_std``.
-        width: hidden width of every layer.
-        n_networks: number of independent networks averaged.
-        seed: seed of the weights' generator (same seed, same estimate).
-        networks_per_batch: networks drawn at once (default: about 128 MiB of weights).
+        {args}
 
     Returns:
         Tensor (n, m), detached.
@@ -198,6 +207,7 @@ def empirical_nngp(
     return k
 
 
+@document(args=_ARGS)
 def empirical_ntk(
     x1: Tensor,
     x2: Tensor | None = None,
@@ -218,17 +228,7 @@ def empirical_ntk(
     :func:`bayesact.kernels.ntk` ("Neural Tangent Kernel", Jacot, Gabriel & Hongler, NeurIPS 2018).
 
     Args:
-        x1: inputs (n, d).
-        x2: inputs (m, d); ``None`` means x1.
-        activation: as for :func:`bayesact.kernels.nngp` (a registry name runs the registry module).
-        depth: number of hidden layers.
-        weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
-            for Dense layer l: 0 the input layer, depth the readout).
-        bias_std: b_std (≥ 0, default 0.1 like ``nngp``), shared or per layer like ``weight_std``.
-        width: hidden width of every layer.
-        n_networks: number of independent networks averaged.
-        seed: seed of the weights' generator (same seed, same estimate).
-        networks_per_batch: networks drawn at once (default: about 128 MiB of weights).
+        {args}
 
     Returns:
         Tensor (n, m), detached.
@@ -241,6 +241,7 @@ def empirical_ntk(
     return theta
 
 
+@document(args=_ARGS)
 def empirical_nngp_ntk(
     x1: Tensor,
     x2: Tensor | None = None,
@@ -257,17 +258,7 @@ def empirical_nngp_ntk(
     """Both Monte Carlo estimates from the same networks (see ``empirical_nngp``/``empirical_ntk``).
 
     Args:
-        x1: inputs (n, d).
-        x2: inputs (m, d); ``None`` means x1.
-        activation: as for :func:`bayesact.kernels.nngp` (a registry name runs the registry module).
-        depth: number of hidden layers.
-        weight_std: W_std (> 0), a float or a list/tuple of depth + 1 per-layer floats (entry l
-            for Dense layer l: 0 the input layer, depth the readout).
-        bias_std: b_std (≥ 0, default 0.1 like ``nngp``), shared or per layer like ``weight_std``.
-        width: hidden width of every layer.
-        n_networks: number of independent networks averaged.
-        seed: seed of the weights' generator (same seed, same estimate).
-        networks_per_batch: networks drawn at once (default: about 128 MiB of weights).
+        {args}
 
     Returns:
         (nngp, ntk), each (n, m), detached.
