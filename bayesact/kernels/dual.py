@@ -7,8 +7,17 @@ For a 2×2 covariance Λ = [[k11, k12], [k12, k22]] and (u, v) ~ N(0, Λ), a dua
 
 ("Kernel Methods for Deep Learning", Cho & Saul, NeurIPS 2009; "Toward Deeper Understanding of
 Neural Networks: The Power of Initialization and a Dual View on Expressivity", Daniely, Frostig &
-Singer, NeurIPS 2016). Concrete duals are closed forms (``closed_forms``) or quadratures
-(``hermite``, ``gauss_hermite``).
+Singer, NeurIPS 2016). The concrete duals, by module of ``bayesact.kernels``:
+
+* ``arccos``: ``ABReLUDual``, ``RectifiedPolynomialDual`` (closed forms, the arc-cosine family)
+* ``erf_gelu``: ``ErfDual``, ``GeluDual`` (closed forms)
+* ``trig``: ``TrigDual`` (closed form, trigonometric series)
+* ``gaussian``: ``GaussianDual``, ``ExpDual`` (closed forms)
+* ``hermite``: ``HermiteDual`` (Hermite series, any elementwise activation)
+* ``gauss_hermite``: ``GaussHermiteDual`` (two-dimensional Gauss–Hermite quadrature)
+
+``resolve.dual_activation`` picks one for an activation; ``resolve.CLOSED_FORMS`` maps registry
+names to the closed forms.
 """
 
 from __future__ import annotations
