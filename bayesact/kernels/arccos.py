@@ -47,7 +47,7 @@ def _half_moment(j: int) -> float:
     return 2.0 ** (j / 2.0) * math.gamma((j + 1) / 2.0) / (2.0 * math.sqrt(math.pi))
 
 
-def _power(x: Tensor, n: int) -> Tensor | float:
+def _power(x: Tensor | float, n: int) -> Tensor | float:
     return 1.0 if n == 0 else x if n == 1 else x**n
 
 

@@ -138,18 +138,20 @@ def _empirical(
         batch = min(networks_per_batch, n_networks - done)
         gens = [torch.Generator(device=device).manual_seed(s) for s in seeds[done : done + batch]]
         h = x.expand(batch, *x.shape)
-        inputs, slopes, weights = [h], [], []
+        inputs, weights = [h], []
+        slopes: list[Tensor] = []
         for layer in range(depth):
             fan_in = h.shape[-1]
             weight = normal(gens, fan_in, width)
             z = (w[layer] / math.sqrt(fan_in)) * (h @ weight) + b[layer] * normal(gens, 1, width)
             h, slope = values_and_slopes(phi, z, with_ntk)
             inputs.append(h)
-            slopes.append(slope)
+            if slope is not None:  # with_ntk
+                slopes.append(slope)
             weights.append(weight)
         gram = w2[depth] * (h @ h.transpose(-1, -2)) / h.shape[-1] + b2[depth]
         nngp_sum += gram.sum(0)
-        if with_ntk:
+        if ntk_sum is not None:  # with_ntk
             theta = gram.clone()
             if depth:
                 readout = normal(gens, 1, h.shape[-1])

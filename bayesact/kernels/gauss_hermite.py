@@ -70,4 +70,5 @@ class GaussHermiteDual(DualActivation):
         out = (phi_u * phi_v * weights).sum(dim=(-2, -1))
         if not with_ntk:
             return out, None
+        assert dphi_u is not None and dphi_v is not None
         return out, (dphi_u * dphi_v * weights).sum(dim=(-2, -1))

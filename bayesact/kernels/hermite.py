@@ -125,6 +125,7 @@ class HermiteDual(DualActivation):
         diag = (phi * phi) @ omega
         if not with_ntk:
             return PointData(diag=diag, diag_dot=None, features=(phi @ table,))
+        assert slope is not None
         return PointData(
             diag=diag, diag_dot=(slope * slope) @ omega, features=(phi @ table, slope @ table)
         )

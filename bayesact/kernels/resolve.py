@@ -69,7 +69,7 @@ CLOSED_FORMS: dict[str, Callable[[Params], DualActivation]] = {
 }
 
 
-def _shared_params(module: nn.Module) -> Params:
+def _shared_params(module: A.Activation) -> Params:
     """The module's numeric parameters without per-channel axes; ValueError if any has them."""
     name = module.name
     event_dims = spec(name).event_dims

@@ -32,7 +32,7 @@ Coefficient = float | Tensor
 def _as_list(values: Sequence[Coefficient] | Tensor | None, size: int) -> list[Coefficient]:
     if values is None:
         return [0.0] * size
-    items = list(values.unbind(0)) if isinstance(values, Tensor) else list(values)
+    items: list[Coefficient] = list(values.unbind(0)) if isinstance(values, Tensor) else list(values)
     if len(items) != size:
         raise ValueError(f"expected {size} trigonometric coefficients, got {len(items)}")
     return items
@@ -57,7 +57,9 @@ class TrigDual(DualActivation):
         constant: Coefficient = 0.0,
         linear: Coefficient = 0.0,
     ) -> None:
-        omega = list(frequencies.unbind(0)) if isinstance(frequencies, Tensor) else list(frequencies)
+        omega: list[Coefficient] = (
+            list(frequencies.unbind(0)) if isinstance(frequencies, Tensor) else list(frequencies)
+        )
         self.omega = omega
         self.alpha = _as_list(cos, len(omega))
         self.beta = _as_list(sin, len(omega))
