@@ -29,7 +29,7 @@ class DualAveragingState(NamedTuple):
     log_step_avg: torch.Tensor  # (C,) weighted average x̄_t (the final step size)
     error_avg: torch.Tensor  # (C,) running average H̄_t of (target - accept)
     mu: torch.Tensor  # (C,) shrinkage point, log(10 ε₀)
-    count: int  # t
+    count: int  # type: ignore[assignment]  # t (the field shadows tuple.count)
 
 
 def dual_averaging_init(step_size: torch.Tensor) -> DualAveragingState:
@@ -70,7 +70,7 @@ class WelfordState(NamedTuple):
 
     mean: torch.Tensor  # (C, D)
     m2: torch.Tensor  # (C, D) diagonal or (C, D, D) dense
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count
 
 
 def welford_init(num_chains: int, dim: int, dense: bool, like: torch.Tensor) -> WelfordState:

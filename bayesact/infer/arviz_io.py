@@ -85,7 +85,8 @@ def from_numpy(
         return arviz_base.from_dict(groups, dims=all_dims, coords=coords, attrs=group_attrs)
     import arviz as az
 
-    return az.from_dict(**groups, dims=all_dims, coords=coords, attrs=attrs)
+    by_keyword: dict[str, Any] = groups  # ArviZ 0.x takes each group as a keyword argument
+    return az.from_dict(**by_keyword, dims=all_dims, coords=coords, attrs=attrs)
 
 
 def group_names(data: Any) -> list[str]:

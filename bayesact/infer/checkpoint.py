@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from bayesact.infer.arguments import move_to, split_model_kwargs
+from bayesact.infer.sites import site_value
 
 __all__ = [
     "MCMC_FORMAT",
@@ -127,7 +128,7 @@ def _rebuild(tp: Any, value: Any) -> Any:
     return value
 
 
-def from_plain(cls: type, data: dict[str, Any]) -> Any:
+def from_plain(cls: type[Any], data: dict[str, Any]) -> Any:
     """Rebuild a dataclass or NamedTuple ``cls`` from :func:`to_plain`'s dict, with nested
     dataclasses, named tuples, dtypes and devices restored from the field annotations."""
     if not isinstance(data, dict):
@@ -303,7 +304,7 @@ def latent_shapes(model: Callable[..., Any], args: tuple, kwargs: dict) -> dict[
     with torch.random.fork_rng(devices=[]):
         tr = trace_model(model, args, kwargs)
     return {
-        name: list(site["value"].shape)
+        name: list(site_value(site).shape)
         for name, site in tr.nodes.items()
         if site["type"] == "sample" and not site["is_observed"]
     }

@@ -199,7 +199,7 @@ class CompiledFunction:
             graph = detach_constants(make_fx(self._flat_fn, decomposition_table=fast_math.table)(*flat))
             traced = list(graph(*flat)) if reference and fast_math.rewrites else None
             with torch._inductor.config.patch(fast_math.inductor_settings()):
-                compiled = torch._inductor.compile(graph, flat)
+                compiled = torch._inductor.compile(graph, [*flat])
         self.compile_seconds += time.perf_counter() - t0
         return compiled, traced
 
@@ -263,7 +263,7 @@ def compile_nuts_kernels(
     sub, signed_step = subtree_start(tree, forward, step_size, energy0, zeros, zeros.clone(), ckpt,
                                      ckpt.clone())
     log_u = torch.rand(3, c, generator=gen, dtype=z.dtype, device=z.device).log()
-    opts = {"potential_and_grad": potential_and_grad, "max_delta_energy": max_delta_energy}
+    opts: dict[str, Any] = {"potential_and_grad": potential_and_grad, "max_delta_energy": max_delta_energy}
     store, check = slot_table(slots, z.device)[0]
 
     def compiled(fn: Callable[..., Any], example: Callable[[torch.Tensor], tuple]) -> CompiledFunction:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from bayesact.infer.potential import Potential, trace_model
+from bayesact.infer.sites import is_deterministic, site_value
 
 __all__ = ["MinibatchPotential", "data_positions"]
 
@@ -56,10 +57,10 @@ def _scaled_sites(
     part = trace_model(model, tuple(small), kwargs)
     scaled = set()
     for name, site in full.nodes.items():
-        if site["type"] != "sample" or site["infer"].get("_deterministic", False):
+        if site["type"] != "sample" or is_deterministic(site):
             continue
         other = part.nodes.get(name)
-        changed = other is None or other["value"].shape != site["value"].shape
+        changed = other is None or site_value(other).shape != site_value(site).shape
         if site["is_observed"] and changed:
             scaled.add(name)
         elif not site["is_observed"] and changed:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -430,7 +430,7 @@ class NutsKernels(NamedTuple):
 
 def eager_kernels(potential_and_grad: PotentialAndGrad, max_delta_energy: float) -> NutsKernels:
     """:class:`NutsKernels` of the pure functions above, calling ``potential_and_grad``."""
-    opts = {"potential_and_grad": potential_and_grad, "max_delta_energy": max_delta_energy}
+    opts: dict[str, Any] = {"potential_and_grad": potential_and_grad, "max_delta_energy": max_delta_energy}
     return NutsKernels(
         functools.partial(subtree_leaf, **opts),
         functools.partial(subtree_leaf_pair, **opts),

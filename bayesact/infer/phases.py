@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import FrameType
 
 from tqdm.auto import tqdm
 
@@ -45,7 +46,7 @@ def show_progress(progress: bool) -> bool:
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` attributed to the first caller outside the ``bayesact`` package
     (the user's ``mcmc(...)`` line, however deep inside the library the warning arises)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     level = 2  # stacklevel 2: warn_user's caller
     while frame is not None and _inside_library(frame.f_code.co_filename):
         frame = frame.f_back

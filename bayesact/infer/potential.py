@@ -33,11 +33,13 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from torch.distributions.transforms import Transform
 
 from bayesact.infer.compiled import CompiledFunction, detach_constants, outputs_close
 from bayesact.infer.integrator import is_numerical_failure
 from bayesact.infer.phases import warn_user
+from bayesact.infer.sites import is_deterministic, site_dist, site_value
 
 __all__ = ["LatentSite", "Potential", "build_potential", "trace_model"]
 
@@ -78,7 +80,7 @@ class _ScaleSites(Messenger):
         self.names = names
         self.factor = factor
 
-    def _process_message(self, msg: dict[str, Any]) -> None:
+    def _process_message(self, msg: Message[Any, Any]) -> None:
         if msg["type"] == "sample" and msg["name"] in self.names:
             msg["scale"] = self.factor * msg["scale"]
 
@@ -115,10 +117,10 @@ def _latent_sites(tr: poutine.Trace) -> tuple[list[LatentSite], dict[str, torch.
                     f"{full}: MCMC needs the full data (remove subsample_size)"
                 )
         if site["is_observed"]:
-            if not site["infer"].get("_deterministic", False):
-                observed[name] = site["value"]
+            if not is_deterministic(site):
+                observed[name] = site_value(site)
             continue
-        fn = site["fn"]
+        fn = site_dist(site)
         if fn.support.is_discrete:
             raise ValueError(
                 f"latent site '{name}' is discrete ({type(fn).__name__}); bayesact's NUTS/HMC "
@@ -126,7 +128,7 @@ def _latent_sites(tr: poutine.Trace) -> tuple[list[LatentSite], dict[str, torch.
                 "engine='pyro' with enumeration (pyro.infer.config_enumerate)"
             )
         transform = biject_to(fn.support)
-        value = site["value"]
+        value = site_value(site)
         ushape = torch.Size(transform.inverse_shape(value.shape))
         size = int(torch.Size(ushape).numel())
         sites.append(LatentSite(name, value.shape, ushape, transform, offset, size))

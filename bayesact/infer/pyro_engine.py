@@ -14,6 +14,7 @@ from pyro.infer.autoguide.initialization import init_to_uniform, init_to_value
 
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
+from bayesact.infer.sites import is_deterministic, site_dist, site_value
 
 __all__ = ["run_pyro_mcmc"]
 
@@ -34,7 +35,7 @@ class _StageTimer:
 def _check_continuous_latents(model: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     tr = trace_model(model, args, kwargs)
     latent = {
-        name: site["fn"].support.is_discrete for name, site in tr.nodes.items()
+        name: site_dist(site).support.is_discrete for name, site in tr.nodes.items()
         if site["type"] == "sample" and not site["is_observed"]
     }
     if not latent:
@@ -82,11 +83,12 @@ def run_pyro_mcmc(
     _check_continuous_latents(model, args, kwargs)
     pyro.set_rng_seed(seed)
     strategy = init_to_value(values=init) if isinstance(init, dict) else init_to_uniform
-    common = dict(
+    common: dict[str, Any] = dict(
         step_size=step_size or 1.0, adapt_step_size=adapt_step_size, adapt_mass_matrix=adapt_mass_matrix,
         full_mass=dense_mass, target_accept_prob=target_accept, jit_compile=jit_compile,
         ignore_jit_warnings=True, init_strategy=strategy,
     )
+    kernel: HMC
     if method == "nuts":
         kernel = NUTS(model, max_tree_depth=max_tree_depth, **common)
     else:
@@ -110,10 +112,10 @@ def run_pyro_mcmc(
         if len(idx):
             diverging[chain, torch.as_tensor(idx, dtype=torch.long)] = True
     observed = {
-        name: site["value"]
+        name: site_value(site)
         for name, site in pyro.poutine.trace(model).get_trace(*args, **kwargs).nodes.items()
         if site["type"] == "sample" and site["is_observed"]
-        and not site["infer"].get("_deterministic", False)
+        and not is_deterministic(site)
     }
     info = {
         "engine": "pyro",

@@ -13,6 +13,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
+from bayesact.infer.sites import site_dist, site_infer, site_value
+
 __all__ = ["replay_sites"]
 
 
@@ -29,13 +31,13 @@ def _one_draw(
     for name, site in tr.nodes.items():
         if site["type"] != "sample" or name in values or site_is_subsample(site):
             continue  # plate index sites are not model outputs (as in Pyro's Predictive)
-        infer = site["infer"]
+        infer = site_infer(site)
         if infer.get("_deterministic", False):
-            out[f"deterministic:{name}"] = site["value"]
+            out[f"deterministic:{name}"] = site_value(site)
         elif sample_observed and (infer.get("was_observed", False) or not site["is_observed"]):
-            out[f"predictive:{name}"] = site["value"]  # observed, or given obs=None
+            out[f"predictive:{name}"] = site_value(site)  # observed, or given obs=None
         elif site["is_observed"]:
-            out[f"log_likelihood:{name}"] = site["fn"].log_prob(site["value"])
+            out[f"log_likelihood:{name}"] = site_dist(site).log_prob(site_value(site))
     return out
 
 

@@ -64,6 +64,7 @@ from bayesact.infer.hmc_core import (
 from bayesact.infer.phases import Phase, run_phases, show_progress, warn_user
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import Potential, build_potential
+from bayesact.infer.sites import is_deterministic, site_dist, site_value
 
 __all__ = ["mcmc", "resume_mcmc"]
 
@@ -136,8 +137,8 @@ def _nonfinite_sites(potential: Potential, z: torch.Tensor) -> list[str]:
             )
             bad = []
             for name, site in tr.nodes.items():
-                if site["type"] == "sample" and not site["infer"].get("_deterministic", False):
-                    lp = site["fn"].log_prob(site["value"])
+                if site["type"] == "sample" and not is_deterministic(site):
+                    lp = site_dist(site).log_prob(site_value(site))
                     if not bool(torch.isfinite(lp).all()):
                         bad.append(f"'{name}' ({int((~torch.isfinite(lp)).sum())} non-finite terms)")
     except Exception:  # a diagnosis only: the caller raises its own error
@@ -301,7 +302,8 @@ def _adapt(
                 if i == end - 1:
                     state.inverse_mass = welford_covariance(state.welford)
                     metric = make_metric(state.inverse_mass)
-                    state.welford = welford_init(*state.z.shape, cfg.dense_mass, state.z)
+                    num_chains, dim = state.z.shape
+                    state.welford = welford_init(num_chains, dim, cfg.dense_mass, state.z)
                     if cfg.adapt_step_size:
                         state.step_size = find_reasonable_step_size(
                             state.z, state.potential, state.grad, state.step_size, metric,
@@ -414,6 +416,8 @@ class _Run:
         ``None`` (eager steps) when compilation fails."""
         cfg, state = self.cfg, self.state
         try:
+            if self.potential.graph is None:
+                raise ValueError("no captured gradient graph to compile")
             kernels, seconds = compile_nuts_kernels(
                 self.potential.graph, state.z, state.potential, state.grad, state.step_size,
                 state.inverse_mass, cfg.max_tree_depth, cfg.max_delta_energy, counter,
@@ -466,7 +470,7 @@ class _Run:
             observed=self.potential.observed, info=info,
         )
         if any(
-            s.get("infer", {}).get("_deterministic") for s in self.potential.prior_trace.nodes.values()
+            is_deterministic(s) for s in self.potential.prior_trace.nodes.values()
         ):
             posterior.add_deterministic_sites()
         return posterior
@@ -622,7 +626,7 @@ def mcmc(
             )
             warn_divergences(post.sample_stats["diverging"])
             return post
-        options = dict(
+        options: dict[str, Any] = dict(
             trajectory_length=trajectory_length, checkpoint_every=checkpoint_every, capture=bool(capture),
             compile=bool(compile), sync_every=sync_every, max_delta_energy=max_delta_energy,
             adapt_step_size=bool(adapt_step_size), adapt_mass_matrix=bool(adapt_mass_matrix),

@@ -25,7 +25,7 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -57,6 +57,7 @@ from bayesact.infer.phases import Phase, run_phases, warn_user
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.protocols import GibbsHook
 from bayesact.infer.replay import replay_sites
+from bayesact.infer.sites import is_deterministic
 
 __all__ = ["SGHMCConfig", "SGHMCState", "adapt_preconditioner", "resume_sghmc", "sghmc", "sghmc_step"]
 
@@ -184,7 +185,7 @@ class _SGHMCRun:
         devices = [] if self.cfg.device.type == "cpu" else [self.cfg.device]
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
-            new = self.model.gibbs_update(values)
+            new = cast(GibbsHook, self.model).gibbs_update(values)  # checked by _check_gibbs
         for s in self.gibbs_sites:
             if s.name not in new:
                 raise ValueError(f"gibbs_update did not return a value for site '{s.name}'")
@@ -326,7 +327,7 @@ class _SGHMCRun:
                               observed=pot.observed, info=info)
         if draws.shape[1] == 0:
             return posterior
-        if any(s.get("infer", {}).get("_deterministic") for s in pot.prior_trace.nodes.values()):
+        if any(is_deterministic(s) for s in pot.prior_trace.nodes.values()):
             posterior.add_deterministic_sites()
         if cfg.predict is not None:
             site, *test_args = cfg.predict
@@ -367,7 +368,7 @@ def _check_predict(predict: Any, model: Callable[..., Any], kwargs: dict, device
     test_args = [move_to(a, device, dtype) for a in test_args]
     tr = _trace_quiet(model, tuple(test_args), kwargs)
     node = tr.nodes.get(site)
-    if node is None or not node["infer"].get("_deterministic", False):
+    if node is None or not is_deterministic(node):
         raise ValueError(f"predict: '{site}' is not a pyro.deterministic site of the model")
     return (site, *test_args)
 

@@ -24,6 +24,7 @@ from bayesact.infer.arguments import (
 from bayesact.infer.phases import show_progress
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
+from bayesact.infer.sites import is_deterministic, site_dist, site_value
 
 __all__ = ["SVIResult", "svi"]
 
@@ -81,9 +82,8 @@ class SVIResult:
         with torch.random.fork_rng(devices=[]):
             tr = trace_model(self.model, self.args, self.kwargs)
         observed = {
-            name: site["value"] for name, site in tr.nodes.items()
-            if site["type"] == "sample" and site["is_observed"]
-            and not site["infer"].get("_deterministic", False)
+            name: site_value(site) for name, site in tr.nodes.items()
+            if site["type"] == "sample" and site["is_observed"] and not is_deterministic(site)
         }
         info = {
             "engine": "svi",
@@ -126,7 +126,7 @@ def _non_finite_site(model: Callable, guide: Any, args: tuple, kwargs: dict) -> 
                 value = site["value"]
                 if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
                     return f"{where} site '{name}' (value)"
-                lp = site["fn"].log_prob(value)
+                lp = site_dist(site).log_prob(value)
                 if not bool(torch.isfinite(lp).all()):
                     return f"{where} site '{name}' (log_prob)"
     return None
@@ -217,7 +217,7 @@ def _fit(
     else:
         raise ValueError(f"guide must be a string or a callable, got {type(guide).__name__}")
     pyro.clear_param_store()
-    optim = optimizer if optimizer is not None else pyro.optim.Adam({"lr": lr})
+    optim = optimizer if optimizer is not None else pyro.optim.Adam({"lr": lr})  # type: ignore[attr-defined]
     engine = SVI(model, guide_fn, optim, loss=Trace_ELBO(num_particles=num_particles))
     losses: list[float] = []
     bar = tqdm(range(num_steps), desc="svi", disable=not show_progress(progress), dynamic_ncols=True)
