@@ -47,6 +47,7 @@ demo: $(VENV)/.demo-deps
 
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 pytest: $(VENV)/.test-deps
 	$(PY) -m pytest -m "not slow and not gpu" -q
