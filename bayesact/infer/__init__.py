@@ -11,5 +11,8 @@ from bayesact.infer.protocols import GibbsHook
 from bayesact.infer.sampler import mcmc
 from bayesact.infer.sghmc import sghmc
 from bayesact.infer.svi import SVIResult, svi
+from bayesact.infer.tracing import is_concrete
 
-__all__ = ["GibbsHook", "Posterior", "SVIResult", "mcmc", "predictive", "resume", "sghmc", "svi"]
+__all__ = [
+    "GibbsHook", "Posterior", "SVIResult", "is_concrete", "mcmc", "predictive", "resume", "sghmc", "svi",
+]

@@ -11,11 +11,11 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from bayesact import activations
+from bayesact.infer import is_concrete
 from bayesact.priors import GaussianPrior, WeightPrior
 from bayesact.priors._checks import check_int
 
-from ._tracing import all_finite, drop_data_slot
-from .likelihoods import LIKELIHOODS, Gaussian, Likelihood, StudentT, make_likelihood
+from .likelihoods import LIKELIHOODS, Gaussian, Likelihood, StudentT, drop_data_slot, make_likelihood
 
 __all__ = ["BNN", "LIKELIHOODS"]
 
@@ -133,7 +133,7 @@ class BNN(PyroModule):
             raise TypeError("'x' must be a floating-point tensor of shape (N, in_dim)")
         if x.dim() != 2 or x.shape[-1] != self.widths[0]:
             raise ValueError(f"'x' must have shape (N, {self.widths[0]}), got {tuple(x.shape)}")
-        if not all_finite(x):
+        if is_concrete(x) and not bool(x.isfinite().all()):
             raise ValueError("'x' contains NaN or inf")
 
     def _layer(self, h: Tensor, weight: Tensor, bias: Tensor, layer: int) -> Tensor:

@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import constraints
 
+from bayesact.infer import is_concrete
 from bayesact.priors._checks import check_int, check_real
-
-from ._tracing import all_finite, concrete, drop_data_slot
 
 __all__ = [
     "LIKELIHOODS",
@@ -100,6 +99,16 @@ def _check_noise_std(noise_std: Any) -> float | None:
     return None if noise_std is None else float(noise_std)
 
 
+def drop_data_slot(value: Tensor, event_dim: int) -> Tensor:
+    """A global latent's value without the size-1 batch slot of the data plate (dim -1).
+
+    Under vectorised Predictive or ELBO particles, a latent sampled outside the data plate has batch
+    shape (..., particles, 1); the trailing 1 is the data plate's slot, which the network's N
+    dimension takes instead.
+    """
+    return value.squeeze(value.dim() - event_dim - 1) if value.dim() > event_dim else value
+
+
 def _global_latent(name: str, prior: dist.TorchDistribution) -> Tensor:
     """A scalar latent outside the data plate, shaped to broadcast against f (..., N, out)."""
     return drop_data_slot(pyro.sample(name, prior), 0)[..., None, None]
@@ -121,7 +130,7 @@ class _Regression(Likelihood):
         y = _check_rows(y, num_rows)
         if y is None:
             return None
-        if y.is_floating_point() and not all_finite(y):
+        if y.is_floating_point() and is_concrete(y) and not bool(y.isfinite().all()):
             raise ValueError("'y' contains NaN or inf")
         if y.dim() == 1 and out_dim == 1:
             y = y.unsqueeze(-1)
@@ -188,7 +197,7 @@ class _Labels(Likelihood):
         if y.dim() != 1:
             raise ValueError(f"'y' must have shape ({num_rows},) for a {self.name} likelihood")
         num_classes = self._num_classes(out_dim)
-        if concrete(y):
+        if is_concrete(y):
             valid = (y >= 0) & (y < num_classes)
             if y.is_floating_point():
                 valid &= y == torch.round(y)  # NaN fails every comparison
@@ -300,7 +309,7 @@ class MixtureLikelihood:
         if not isinstance(weights, Tensor) or weights.dim() < 1 or weights.shape[-1] != f.shape[0]:
             shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
             raise ValueError(f"'weights' must have shape (..., N, K) with K = {f.shape[0]}, got {shape}")
-        if concrete(weights):
+        if is_concrete(weights):
             total = weights.sum(-1)
             normalised = torch.allclose(total, torch.ones_like(total), atol=1e-5)
             if bool((weights < 0).any()) or not normalised:
