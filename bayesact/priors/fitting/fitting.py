@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import trange
+from tqdm.auto import tqdm
 
 from bayesact.infer.checkpoint import is_safe_file, load_checkpoint, save_checkpoint
+from bayesact.infer.phases import Phase, run_phases, warn_user
 
 from .._checks import check_int, check_protocol, check_real
 from ..function.protocol import FunctionPrior, FunctionPriorWithCovariance
@@ -300,8 +300,12 @@ def fit_functional_prior(
     bias correction: its first steps are about 10x ``lr``, so most of the descent happens in the
     first few iterations; Adam's steps stay near ``lr`` from the start.
 
-    Shows a progress bar; Ctrl-C returns the prior fitted so far (with a warning). With
-    ``checkpoint``, the state is saved every ``checkpoint_every`` iterations and on interruption,
+    Runs through :func:`bayesact.infer.phases.run_phases`: a progress bar on a terminal or in a
+    notebook only; Ctrl-C returns the prior fitted over the iterations completed so far (with a
+    RuntimeWarning), the unfinished one dropped. With
+    ``checkpoint``, the state is saved every ``checkpoint_every`` iterations and on interruption
+    (with the random state from the start of the unfinished iteration, so that a resumed fit
+    repeats an uninterrupted one),
     atomically (a temporary file renamed over the old one, so a failed write keeps the previous
     checkpoint); ``resume=True`` continues from that file (read with ``weights_only=True``) up to
     ``num_iters`` iterations in total, with the ``lr`` passed now.
@@ -350,48 +354,58 @@ def fit_functional_prior(
             group["lr"] = lr
         rng_state = saved["rng_state"]
 
-    def save() -> None:
-        if path is not None:
-            state = {"format": CHECKPOINT_FORMAT, "fitted": fitted._state(), "optimizer": outer.state_dict(),
-                     "rng_state": torch.get_rng_state()}  # fmt: skip
-            atomic_save(state, path)
-
     loss_fn = _LOSSES[method]
     cache: dict[str, Any] = {}
+    stream: Tensor | None = None  # the random state at the start of the current iteration
+
+    def save() -> None:
+        if path is not None:
+            rng = stream if stream is not None else torch.get_rng_state()
+            state = {"format": CHECKPOINT_FORMAT, "fitted": fitted._state(), "optimizer": outer.state_dict(),
+                     "rng_state": rng}  # fmt: skip
+            atomic_save(state, path)
+
+    def advance(phase: Phase, bar: tqdm) -> bool:
+        nonlocal stream
+        iteration = fitted.num_iters
+        stream = torch.get_rng_state()
+        points = _measurement_points(x_measure, bnn.in_dim)
+        try:
+            loss = loss_fn(bnn, target, points, num_functions, settings, cache)
+        except NonFiniteTargetError as exc:
+            raise ValueError(f"{exc} at iteration {iteration}") from None
+        if not bool(torch.isfinite(loss)):
+            raise ValueError(
+                f"the distance estimate is {float(loss)} at iteration {iteration} (finite target "
+                f"samples): lower 'lr' (got {lr}) or 'critic_lr' (got {critic_lr})"
+            )
+        before = [p.detach().clone() for p in prior.parameters()]
+        outer.zero_grad()
+        loss.backward()
+        outer.step()
+        _check_collapse(prior, before, iteration, lr)
+        fitted.history.append(float(loss.detach()))
+        stream = None  # the iteration is complete: a save now records the state after it
+        bar.update(1)
+        bar.set_postfix(distance=f"{fitted.history[-1]:.4g}")
+        if fitted.num_iters % checkpoint_every == 0:
+            save()
+        return True
+
+    phases = [Phase("fit", 0, num_iters, f"prior fit ({method})")]
     with torch.random.fork_rng(devices=[]):
         if rng_state is not None:
             torch.set_rng_state(rng_state)
         elif seed is not None:
             torch.manual_seed(seed)
-        bar = trange(fitted.num_iters, num_iters, disable=not progress, desc=f"prior fit ({method})")
         try:
-            for iteration in bar:
-                points = _measurement_points(x_measure, bnn.in_dim)
-                try:
-                    loss = loss_fn(bnn, target, points, num_functions, settings, cache)
-                except NonFiniteTargetError as exc:
-                    raise ValueError(f"{exc} at iteration {iteration}") from None
-                if not bool(torch.isfinite(loss)):
-                    raise ValueError(
-                        f"the distance estimate is {float(loss)} at iteration {iteration} (finite target "
-                        f"samples): lower 'lr' (got {lr}) or 'critic_lr' (got {critic_lr})"
-                    )
-                before = [p.detach().clone() for p in prior.parameters()]
-                outer.zero_grad()
-                loss.backward()
-                outer.step()
-                _check_collapse(prior, before, iteration, lr)
-                fitted.history.append(float(loss.detach()))
-                bar.set_postfix(distance=f"{fitted.history[-1]:.4g}")
-                if (iteration + 1) % checkpoint_every == 0:
-                    save()
+            run_phases(phases, lambda: fitted.num_iters, advance, lambda phase, seconds: None, progress)
         except KeyboardInterrupt:
-            save()
-            warnings.warn(
+            save()  # the unfinished iteration is redone on resume, from the same random state
+            warn_user(
                 f"prior fitting interrupted after {fitted.num_iters} iterations; returning the prior "
                 "fitted so far" + (f" (checkpoint: {path})" if path else ""),
                 RuntimeWarning,
-                stacklevel=2,
             )
         else:
             save()
