@@ -112,3 +112,29 @@ def test_checkpoint_every_k_iterations_and_at_the_end(tmp_path: Path) -> None:
 def test_no_progress_bar_outside_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
     fit_functional_prior(_bnn(), _target(), X, num_iters=2, **{**FAST, "progress": True})
     assert capsys.readouterr().err == ""
+
+
+def test_interrupt_during_the_outer_step_undoes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after the optimiser stepped but before the iteration was recorded: the prior, the
+    optimiser state and the history are those of the completed iterations, and resuming repeats
+    the uninterrupted fit."""
+    import bayesact.priors.fitting.fitting as fitting
+
+    path = tmp_path / "fit.pt"
+    whole = fit_functional_prior(_bnn(), _target(), X, num_iters=4, **FAST)
+    after_two = fit_functional_prior(_bnn(), _target(), X, num_iters=2, **FAST)
+    check, calls = fitting._check_collapse, []
+
+    def interrupt_third(*args: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        check(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fitting, "_check_collapse", interrupt_third)
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 iterations"):
+        partial = fit_functional_prior(_bnn(), _target(), X, num_iters=4, checkpoint=path, **FAST)
+    monkeypatch.undo()
+    assert partial.history == whole.history[:2] and _stds(partial) == _stds(after_two)
+    resumed = fit_functional_prior(_bnn(), _target(), X, num_iters=4, checkpoint=path, resume=True, **FAST)
+    assert resumed.history == whole.history and _stds(resumed) == _stds(whole)

@@ -10,6 +10,7 @@ covariance at the measurement points, which needs no critic.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 from collections.abc import Callable
@@ -380,11 +381,20 @@ def fit_functional_prior(
                 f"samples): lower 'lr' (got {lr}) or 'critic_lr' (got {critic_lr})"
             )
         before = [p.detach().clone() for p in prior.parameters()]
+        outer_before = copy.deepcopy(outer.state_dict())  # a few tensors of the prior's size
         outer.zero_grad()
         loss.backward()
-        outer.step()
-        _check_collapse(prior, before, iteration, lr)
-        fitted.history.append(float(loss.detach()))
+        try:
+            outer.step()
+            _check_collapse(prior, before, iteration, lr)
+            fitted.history.append(float(loss.detach()))
+        except KeyboardInterrupt:  # mid-step: undo it, so the state is that of the completed iterations
+            with torch.no_grad():
+                for parameter, old in zip(prior.parameters(), before, strict=True):
+                    parameter.copy_(old)
+            outer.load_state_dict(outer_before)
+            del fitted.history[iteration:]
+            raise
         stream = None  # the iteration is complete: a save now records the state after it
         bar.update(1)
         bar.set_postfix(distance=f"{fitted.history[-1]:.4g}")
