@@ -1,4 +1,4 @@
-"""Pyro models: Bayesian neural networks and the observation models (likelihoods) they share."""
+"""Pyro models: Bayesian neural networks, GP/Student-t process regression and the likelihoods they share."""
 
 from .bnn import BNN
 from .likelihoods import (
@@ -11,15 +11,20 @@ from .likelihoods import (
     StudentT,
     make_likelihood,
 )
+from .processes import GP, BurrXII, ScaleMixtureProcess, StudentTProcess
 
 __all__ = [
     "BNN",
+    "GP",
     "LIKELIHOODS",
     "Bernoulli",
+    "BurrXII",
     "Categorical",
     "Gaussian",
     "Likelihood",
     "MixtureLikelihood",
+    "ScaleMixtureProcess",
     "StudentT",
+    "StudentTProcess",
     "make_likelihood",
 ]

@@ -1,0 +1,137 @@
+"""Shared core of the process models: input checks, the Cholesky solve, quadratic form and log-determinant."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from gpytorch.kernels import Kernel
+from torch import Tensor
+
+from bayesact.kernels.cholesky import cholesky_with_jitter
+
+__all__ = [
+    "Factor",
+    "check_kernel",
+    "check_positive",
+    "check_x",
+    "check_xy",
+    "factorise",
+    "kernel_diag",
+    "kernel_matrix",
+]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def check_kernel(kernel: object) -> Kernel:
+    """``kernel`` itself if it is a GPyTorch kernel, else ``TypeError``."""
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"'kernel' must be a gpytorch.kernels.Kernel, got {type(kernel).__name__}")
+    return kernel
+
+
+def check_positive(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite number > 0, else ``ValueError``/``TypeError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"'{name}' must be a positive number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"'{name}' must be finite and > 0, got {value!r}")
+    return float(value)
+
+
+def check_x(x: object, name: str = "x", dim: int | None = None) -> Tensor:
+    """A floating tensor (N, d) of finite values."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"'{name}' must be a torch.Tensor of shape (N, d), got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[0] < 1:
+        raise ValueError(f"'{name}' must have shape (N, d) with N >= 1, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"'{name}' must be a floating tensor, got {x.dtype}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"'{name}' must have {dim} columns like the training inputs, got {x.shape[1]}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"'{name}' contains NaN or inf")
+    return x
+
+
+def check_xy(x: object, y: object, names: tuple[str, str] = ("x", "y")) -> tuple[Tensor, Tensor]:
+    """Inputs (N, d) and targets (N,) of finite values; ``y`` is cast to ``x``'s dtype."""
+    x = check_x(x, names[0])
+    if not isinstance(y, Tensor):
+        raise TypeError(f"'{names[1]}' must be a torch.Tensor of shape (N,), got {type(y).__name__}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(
+            f"'{names[1]}' must have shape (N,) = ({x.shape[0]},) to match '{names[0]}', got {tuple(y.shape)}"
+        )
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"'{names[1]}' contains NaN or inf")
+    return x, y.to(dtype=x.dtype, device=x.device)
+
+
+def kernel_matrix(kernel: Kernel, x1: Tensor, x2: Tensor | None = None) -> Tensor:
+    """Dense k(x1, x2) in ``x1``'s dtype."""
+    out = kernel(x1, x1 if x2 is None else x2).to_dense()
+    return out.to(x1.dtype)
+
+
+def kernel_diag(kernel: Kernel, x: Tensor) -> Tensor:
+    """The diagonal k(x_i, x_i) in ``x``'s dtype."""
+    return kernel(x, diag=True).to(x.dtype)
+
+
+def cholesky(matrix: Tensor, what: str) -> Tensor:
+    """Exact Cholesky factor when it exists, else with escalating jitter (an error names the jitter tried)."""
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if not bool((info != 0).any()):
+        return factor
+    try:
+        return cholesky_with_jitter(matrix)
+    except ValueError as err:
+        raise ValueError(f"{what} does not factorise: {err}") from err
+
+
+@dataclass
+class Factor:
+    """K_y = L Lᵀ with the centred targets r = y − m: α = K_y⁻¹ r, q = rᵀ K_y⁻¹ r, log|K_y|."""
+
+    chol: Tensor
+    alpha: Tensor
+    quad: Tensor
+    logdet: Tensor
+
+    @property
+    def n(self) -> int:
+        return self.chol.shape[-1]
+
+    def gaussian_log_prob(self, scale: Tensor | float = 1.0) -> Tensor:
+        """log N(y; m, scale·K_y)."""
+        n = self.n
+        scale = torch.as_tensor(scale, dtype=self.quad.dtype)
+        return -0.5 * (self.quad / scale + n * torch.log(scale) + self.logdet + n * LOG_2PI)
+
+    def predictive(self, kernel: Kernel, x: Tensor, x_new: Tensor, full: bool) -> tuple[Tensor, Tensor]:
+        """Mean K_{*n}α (without the prior mean) and the posterior covariance S (full or diagonal)."""
+        cross = kernel_matrix(kernel, x_new, x)  # (M, N)
+        mean = cross @ self.alpha
+        v = torch.linalg.solve_triangular(self.chol, cross.mT, upper=False)  # (N, M)
+        if full:
+            cov = kernel_matrix(kernel, x_new) - v.mT @ v
+            cov = 0.5 * (cov + cov.mT)
+        else:
+            cov = (kernel_diag(kernel, x_new) - (v * v).sum(0)).clamp(min=0.0)
+        return mean, cov
+
+
+def factorise(kernel: Kernel, x: Tensor, y: Tensor, noise: Tensor, mean: Tensor) -> Factor:
+    """Factor K_y = K(x, x) + noise·I once; everything else is triangular solves."""
+    n = x.shape[0]
+    k_y = kernel_matrix(kernel, x) + noise * torch.eye(n, dtype=x.dtype, device=x.device)
+    chol = cholesky(k_y, "the kernel matrix K(x, x) + noise*I")
+    resid = (y - mean).unsqueeze(-1)
+    alpha = torch.cholesky_solve(resid, chol).squeeze(-1)
+    w = torch.linalg.solve_triangular(chol, resid, upper=False).squeeze(-1)
+    quad = (w * w).sum()
+    logdet = 2 * torch.log(torch.diagonal(chol)).sum()
+    return Factor(chol, alpha, quad, logdet)
