@@ -10,7 +10,7 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, PyroSample
 from torch import Tensor
 from torch.distributions import Distribution
 from torch.nn import functional as F
@@ -61,7 +61,10 @@ class Hyperparameter:
     def __get__(self, obj: ProcessModel | None, owner: type | None = None) -> Any:
         return self if obj is None else self.value(obj)
 
-    def __set__(self, obj: ProcessModel, value: float) -> None:
+    def __set__(self, obj: ProcessModel, value: float | PyroSample) -> None:
+        if isinstance(value, PyroSample):  # normally intercepted by PyroModule.__setattr__
+            PyroModule.__setattr__(obj, self.name, value)
+            return
         if self.positive:
             check_positive(self.name, value)
         raw = getattr(obj, f"raw_{self.name}")
