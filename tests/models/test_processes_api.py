@@ -180,3 +180,14 @@ def test_setting_a_hyperparameter_is_exact_and_learnable() -> None:
     tp.rate = 0.25
     assert abs(float(tp.rate) - 0.25) < 1e-6
     assert tp.raw_rate.requires_grad
+
+
+def test_student_t_process_is_a_target_for_fit_functional_prior() -> None:
+    from bayesact.models import BNN
+    from bayesact.priors import fit_functional_prior
+
+    x, _ = _data()
+    tp = StudentTProcess(NNGPKernel("relu", depth=1))
+    fitted = fit_functional_prior(BNN(2, hidden=(8,)), tp, x.float(), num_functions=8, num_iters=2,
+                                  critic_steps=2, progress=False, seed=0)  # fmt: skip
+    assert fitted is not None
