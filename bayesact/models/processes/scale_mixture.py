@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -14,6 +16,31 @@ from bayesact.models.processes._base import ProcessModel
 from bayesact.models.processes._core import LOG_2PI, Factor, check_x, check_xy, cholesky
 
 __all__ = ["ScaleMixtureProcess"]
+
+
+class _AsPyro(dist.TorchDistribution):
+    """A torch (or duck-typed) distribution on σ² as a Pyro distribution (support: its own, else positive)."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        super().__init__(torch.Size(), torch.Size(), validate_args=False)
+
+    @property
+    def support(self) -> Any:
+        return getattr(self.base, "support", constraints.positive)
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.base, "has_rsample", False))
+
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
+        return self.base.sample(torch.Size(sample_shape))
+
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
+        return self.base.rsample(torch.Size(sample_shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.base.log_prob(value)
 
 
 class ScaleMixtureProcess(ProcessModel):
@@ -117,6 +144,8 @@ class ScaleMixtureProcess(ProcessModel):
 
     def _observation(self, chol: Tensor, loc: Tensor) -> Distribution:
         prior = self.scale_prior
-        scale = pyro.sample("scale", prior)  # type: ignore[arg-type]
+        if not isinstance(prior, dist.TorchDistribution):
+            prior = _AsPyro(prior)
+        scale = pyro.sample("scale", prior)
         scale = torch.as_tensor(scale).to(loc.dtype)
         return dist.MultivariateNormal(loc, scale_tril=scale.sqrt() * chol)
