@@ -197,3 +197,12 @@ def test_student_t_process_is_a_target_for_fit_functional_prior() -> None:
     fitted = fit_functional_prior(BNN(2, hidden=(8,)), tp, x.float(), num_functions=8, num_iters=2,
                                   critic_steps=2, progress=False, seed=0)  # fmt: skip
     assert fitted is not None
+
+
+def test_state_dict_round_trip_keeps_hyperparameter_values() -> None:
+    """The raw parameters are relative to the initial values, so the state carries those too."""
+    src = StudentTProcess(NNGPKernel("relu", depth=1), concentration=5.0, rate=0.3, noise=0.2, mean=1.0)
+    dst = StudentTProcess(NNGPKernel("relu", depth=1))
+    dst.load_state_dict(src.state_dict())
+    for name in ("concentration", "rate", "noise", "mean"):
+        assert float(getattr(dst, name)) == float(getattr(src, name))

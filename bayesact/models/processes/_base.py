@@ -102,6 +102,13 @@ class ProcessModel(PyroModule):
         type(self).mean.register(self, mean)
 
     # ---------------------------------------------------------------- helpers
+    def get_extra_state(self) -> dict[str, dict[str, float]]:
+        """The initial values the raw hyperparameters are relative to (saved in ``state_dict``)."""
+        return {"initial": dict(self._initial)}
+
+    def set_extra_state(self, state: dict[str, dict[str, float]]) -> None:
+        self._initial.update(state["initial"])
+
     def _value(self, name: str, like: Tensor) -> Tensor:
         """Hyperparameter ``name`` computed in ``like``'s dtype and device."""
         hyper = getattr(type(self), name)
