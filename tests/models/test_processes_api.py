@@ -52,6 +52,8 @@ def test_dtypes(dtype: torch.dtype) -> None:
     for model in _models():
         lm = model.log_marginal(x, y)
         assert lm.dtype == dtype and torch.isfinite(lm)
+        grads = torch.autograd.grad(lm, list(model.parameters()))
+        assert all(torch.isfinite(g).all() for g in grads)
         for full in (False, True):
             pred = model.predict(x[:4] + 0.1, x, y, full_cov=full)
             lp = pred.log_prob(y[:4])
