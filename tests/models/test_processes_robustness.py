@@ -1,4 +1,4 @@
-"""Robustness of the Student-t process (reference §7.5): syn-t and syn-normal, both models fitted by type-II ML.
+"""Robustness of the Student-t process (reference §7.5): syn-t and syn-normal, fitted by type-II ML.
 
 The reference names the sets (``syn-normal``: a GP draw + N(0, 0.2²) noise; ``syn-t``: a GP draw + 0.8·t₁
 noise, seeded with RandomState 829/761) but not their inputs, kernel or sizes. Ours: 1-D inputs
@@ -31,7 +31,7 @@ T_MARGIN = 5.0
 
 
 def synthetic(kind: str, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """syn-normal (``kind="normal"``) or syn-t (``"t"``): x_train (100, 1), y_train, x_test (200, 1), y_test."""
+    """syn-normal (``kind="normal"``) or syn-t (``"t"``): (x_train, y_train, x_test, y_test)."""
     rs = np.random.RandomState(SEEDS[kind] + seed)
     n = NUM_TRAIN + NUM_TEST
     x = rs.uniform(-3.0, 3.0, size=(n, 1))
