@@ -94,16 +94,21 @@ def cholesky(matrix: Tensor, what: str) -> Tensor:
 
 @dataclass
 class Factor:
-    """K_y = L Lᵀ with the centred targets r = y − m: α = K_y⁻¹ r, q = rᵀ K_y⁻¹ r, log|K_y|."""
+    """K_y = L Lᵀ with the centred targets r = y − m: w = L⁻¹ r, q = wᵀw = rᵀ K_y⁻¹ r, log|K_y|."""
 
     chol: Tensor
-    alpha: Tensor
+    white: Tensor
     quad: Tensor
     logdet: Tensor
 
     @property
     def n(self) -> int:
         return self.chol.shape[-1]
+
+    @property
+    def alpha(self) -> Tensor:
+        """α = K_y⁻¹ r = L⁻ᵀ w, solved only when asked for (the predictive mean; log p(y) needs q only)."""
+        return torch.linalg.solve_triangular(self.chol.mT, self.white.unsqueeze(-1), upper=True).squeeze(-1)
 
     def gaussian_log_prob(self, scale: Tensor | float = 1.0) -> Tensor:
         """log N(y; m, scale·K_y)."""
@@ -130,8 +135,7 @@ def factorise(kernel: Kernel, x: Tensor, y: Tensor, noise: Tensor, mean: Tensor)
     k_y = kernel_matrix(kernel, x) + noise * torch.eye(n, dtype=x.dtype, device=x.device)
     chol = cholesky(k_y, "the kernel matrix K(x, x) + noise*I")
     resid = (y - mean).unsqueeze(-1)
-    alpha = torch.cholesky_solve(resid, chol).squeeze(-1)
     w = torch.linalg.solve_triangular(chol, resid, upper=False).squeeze(-1)
     quad = (w * w).sum()
     logdet = 2 * torch.log(torch.diagonal(chol)).sum()
-    return Factor(chol, alpha, quad, logdet)
+    return Factor(chol, w, quad, logdet)
