@@ -1,0 +1,36 @@
+"""Smoke test of the process benchmark: ``benchmarks/processes.py --quick`` runs and prints its table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "processes.py"
+
+
+def test_processes_benchmark_quick_prints_table() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| n | dtype |"))
+    assert lines[header + 1].startswith("|---:")
+    cells = [c.strip() for c in lines[header + 2].strip("|").split("|")]
+    assert cells[:2] == ["100", "float64"]
+    assert len(cells) == len(lines[header].strip("|").split("|"))
+    assert all(float(c) > 0 for c in cells[2:7])  # the timed columns
+    assert "relative difference" in proc.stdout  # GP and GPyTorch log p(y) were compared
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="runs the GPU table when CUDA is available")
+def test_processes_benchmark_cuda_skipped_cleanly_without_gpu() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cuda"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "skipped" in proc.stdout
