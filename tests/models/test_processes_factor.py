@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -46,3 +47,21 @@ def test_alpha_is_the_exact_solve() -> None:
     expected = torch.linalg.solve(k_y, y - mean)
     torch.testing.assert_close(factor.alpha, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(factor.quad, (y - mean) @ expected, rtol=1e-12, atol=0.0)
+
+
+def test_noise_added_to_the_diagonal_without_an_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """K_y = K + εI is one pass over K (no n × n identity): value and gradient in ε stay exact."""
+    x, y = _data()
+    gp = GP(RBFKernel().double(), noise=0.1)
+    real_eye = torch.eye
+    monkeypatch.setattr(torch, "eye", lambda *a, **k: pytest.fail("torch.eye called") or real_eye(*a, **k))
+    lm = gp.log_marginal(x, y)
+    monkeypatch.setattr(torch, "eye", real_eye)
+    (grad,) = torch.autograd.grad(lm, gp.raw_noise)
+    k_y = gp.kernel(x, x).to_dense().detach() + 0.1 * torch.eye(12, dtype=torch.float64)
+    expected = torch.distributions.MultivariateNormal(torch.zeros(12, dtype=torch.float64), k_y).log_prob(y)
+    torch.testing.assert_close(lm.detach(), expected, rtol=1e-12, atol=0.0)
+    alpha = torch.linalg.solve(k_y, y)
+    d_noise = 0.5 * (alpha @ alpha - torch.linalg.inv(k_y).trace())  # d log p / d ε
+    d_raw = 0.1 * torch.sigmoid(torch.zeros((), dtype=torch.float64)) / math.log(2.0)  # d ε / d raw at 0
+    torch.testing.assert_close(grad.double(), d_noise * d_raw, rtol=1e-5, atol=1e-8)
