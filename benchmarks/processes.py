@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import sys
@@ -70,17 +69,10 @@ def load() -> str:
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from kernels import machine as cpu_machine  # benchmarks/kernels.py (this script's folder)
+
     gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} ({torch.get_num_threads()} "
-            f"threads), gpytorch {gpytorch.__version__}, Python {platform.python_version()}")
+    return f"{cpu_machine()}{gpu}, gpytorch {gpytorch.__version__}"
 
 
 def _sync(device: torch.device) -> None:
