@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from bayesact.infer.arguments import move_to, resolve_device_dtype, run_context, split_model_kwargs
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
 from bayesact.infer.replay import replay_sites
@@ -78,7 +79,6 @@ def predictive(
         ValueError: the posterior has no draws, or its latent sites are not the model's
             (names the missing and extra sites).
     """
-    from bayesact.infer.arguments import move_to, run_context, split_model_kwargs
     from bayesact.infer.svi import SVIResult
 
     if isinstance(posterior, SVIResult):
@@ -97,9 +97,8 @@ def predictive(
     else:
         options = ("seed", "model_kwargs", "num_samples")
         kwargs = split_model_kwargs("predictive", model, model_kwargs, kwargs, options)
-    floats = [v for v in posterior.samples.values() if v.is_floating_point()]
-    dtype = floats[0].dtype if floats else torch.get_default_dtype()
-    device = floats[0].device if floats else torch.device("cpu")
+    floats = tuple(v for v in posterior.samples.values() if v.is_floating_point())
+    device, dtype = resolve_device_dtype(floats, {}, None, None)  # those of the draws
     args = tuple(move_to(a, device, dtype) for a in args)
     kwargs = {k: move_to(v, device, dtype) for k, v in kwargs.items()}
     with torch.random.fork_rng(devices=[]), run_context(model, dtype, device):
