@@ -720,10 +720,9 @@ def resume_mcmc(
     payload: dict[str, Any], path: str, model: Callable[..., Any], args: tuple, model_kwargs: dict,
     progress: bool,
 ) -> Posterior:
-    """Continue the :func:`mcmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`)."""
+    """Continue the :func:`mcmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`, which
+    has moved ``args`` and ``model_kwargs`` to the run's device and dtype to check them)."""
     cfg: MCMCConfig = from_plain(MCMCConfig, payload["config"])
-    args = tuple(move_to(a, cfg.device, cfg.dtype) for a in args)
-    model_kwargs = {k: move_to(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
     with run_context(model, cfg.dtype, cfg.device):
         potential = build_potential(
             model, args, model_kwargs, dtype=cfg.dtype, device=cfg.device,

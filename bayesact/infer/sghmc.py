@@ -542,10 +542,9 @@ def resume_sghmc(
     payload: dict[str, Any], path: str, model: Callable[..., Any], args: tuple, model_kwargs: dict,
     progress: bool,
 ) -> Posterior:
-    """Continue the :func:`sghmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`)."""
+    """Continue the :func:`sghmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`, which
+    has moved ``args`` and ``model_kwargs`` to the run's device and dtype to check them)."""
     cfg: SGHMCConfig = from_plain(SGHMCConfig, payload["config"])
-    args = tuple(move_to(a, cfg.device, cfg.dtype) for a in args)
-    model_kwargs = {k: move_to(v, cfg.device, cfg.dtype) for k, v in model_kwargs.items()}
     with run_context(model, cfg.dtype, cfg.device):
         mb = MinibatchPotential(model, args, model_kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype,
                                 cfg.device, capture=cfg.capture)
