@@ -34,3 +34,22 @@ def test_processes_benchmark_cuda_skipped_cleanly_without_gpu() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "skipped" in proc.stdout
+
+
+GPU_SUITE = SCRIPT.parent / "gpu_suite.py"
+
+
+def test_gpu_suite_dry_run_runs_every_step(tmp_path: Path) -> None:
+    """``benchmarks/gpu_suite.py --dry-run`` runs each step on the CPU (tiny sizes) and reports it ok."""
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run(
+        [sys.executable, str(GPU_SUITE), "--dry-run", "--out", str(out)], capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.count("|") == 4]
+    names = [row.split("|")[1].strip() for row in rows[1:]]
+    assert names == ["gpu tests", "mcmc chains", "kernels", "activations", "processes", "pfn training"]
+    assert all(row.split("|")[2].strip() == "ok" for row in rows[1:]), rows
+    assert "| 2 | 3 + 3 |" in text  # the vectorised-chains table has its 2-chain row
