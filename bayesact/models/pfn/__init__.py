@@ -1,0 +1,8 @@
+"""Prior-fitted networks (Müller et al., ICLR 2022): a transformer trained on datasets drawn from a
+prior that outputs the posterior predictive distribution, as a bar ("Riemann") distribution."""
+
+from bayesact.models.pfn.bar import BarDistribution
+from bayesact.models.pfn.pfn import PFN, normal_borders
+from bayesact.models.pfn.transformer import PFNLayer, PFNTransformer
+
+__all__ = ["PFN", "BarDistribution", "PFNLayer", "PFNTransformer", "normal_borders"]

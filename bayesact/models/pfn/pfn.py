@@ -1,0 +1,337 @@
+"""``PFN``: a prior-fitted network, a transformer that maps (training set, query inputs) to the
+posterior predictive distribution q_θ(y | x, D) as a :class:`BarDistribution`.
+
+Trained on datasets drawn from a prior by minimising E[-log q_θ(y | x, D)], the network
+approximates the prior's posterior predictive distribution (PPD) in one forward pass
+(Müller et al., "Transformers Can Do Bayesian Inference", ICLR 2022).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bayesact.infer.arviz_io import from_numpy
+from bayesact.infer.checkpoint import load_checkpoint, save_checkpoint
+from bayesact.models.pfn.bar import BarDistribution
+from bayesact.models.pfn.transformer import PFNTransformer
+from bayesact.priors._checks import check_int
+
+__all__ = ["PFN", "PFN_FORMAT", "normal_borders"]
+
+PFN_FORMAT = "bayesact.models.pfn/1"
+_CONFIG_KEYS = ("num_features", "num_buckets", "emsize", "nlayers", "nhead", "nhid", "max_features",
+                "query_self_attention", "standardize_y", "bounded")
+
+
+def normal_borders(num_buckets: int, dtype: torch.dtype | None = None) -> Tensor:
+    """Equal-mass borders of N(0, 1): inner borders Φ⁻¹(k/K), outer ones Φ⁻¹(1/(2K)) and Φ⁻¹(1 - 1/(2K))
+    (the default of :class:`PFN`; for K = 2 the full-support bar distribution is exactly N(0, 1))."""
+    k = check_int(num_buckets, "num_buckets", minimum=2)
+    levels = torch.cat([
+        torch.tensor([0.5 / k], dtype=torch.float64),
+        torch.arange(1, k, dtype=torch.float64) / k,
+        torch.tensor([1 - 0.5 / k], dtype=torch.float64),
+    ])
+    return torch.special.ndtri(levels).to(dtype or torch.get_default_dtype())
+
+
+class PFN(nn.Module):
+    """Prior-fitted network for regression: ``pfn(x_train, y_train, x_test)`` -> :class:`BarDistribution`.
+
+    Tokens are Linear_x(x) + Linear_y(y) for training points and Linear_x(x) for queries, with no
+    positional encoding; training tokens attend to each other and each query attends to the
+    training tokens (and to itself, ``query_self_attention``) only, so the prediction for a query
+    is invariant to permutations of the training set and independent of the other queries. A
+    decoder Linear(emsize, nhid) -> GELU -> Linear(nhid, K) gives the bucket logits.
+
+    Args:
+        num_features: number of input features the model is built for. Datasets with fewer
+            features d are zero-padded and scaled by ``max_features / d`` (as TabPFN / the paper's
+            tabular PFN do), datasets with more are refused.
+        num_buckets: K, the number of buckets (``None``: taken from ``borders``).
+        emsize: token width.
+        nlayers: transformer layers.
+        nhead: attention heads.
+        nhid: feed-forward and decoder hidden width (default 2 · emsize).
+        borders: the K + 1 bucket borders, fixed before training, e.g.
+            :meth:`BarDistribution.borders_from_samples` of prior draws of y (default:
+            :func:`normal_borders`).
+        max_features: input width of the feature encoder (default ``num_features``); must be
+            ≥ ``num_features``.
+        query_self_attention: each query also attends to its own token (the paper's attention
+            mask; ``False``: to the training tokens only, like the maintained PFNs library).
+        standardize_y: standardise y_train per dataset (mean, std) before encoding and map the
+            borders back, so that the borders live in standardised units (TabPFN's convention;
+            datasets with fewer than two training points are not standardised). Default off: the
+            paper's GP/BNN PFNs see y on the prior's own scale.
+        bounded: output the bounded bar distribution (support [b_0, b_K]) instead of the
+            full-support one.
+    """
+
+    borders: Tensor
+
+    def __init__(
+        self,
+        num_features: int,
+        num_buckets: int | None = 1000,
+        emsize: int = 256,
+        nlayers: int = 4,
+        nhead: int = 4,
+        nhid: int | None = None,
+        borders: Tensor | None = None,
+        max_features: int | None = None,
+        *,
+        query_self_attention: bool = True,
+        standardize_y: bool = False,
+        bounded: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_features = check_int(num_features, "num_features")
+        self.max_features = (
+            self.num_features if max_features is None else check_int(max_features, "max_features")
+        )
+        if self.max_features < self.num_features:
+            raise ValueError(f"'max_features' ({max_features}) must be >= 'num_features' ({num_features})")
+        self.emsize = check_int(emsize, "emsize")
+        self.nlayers = check_int(nlayers, "nlayers")
+        self.nhead = check_int(nhead, "nhead")
+        self.nhid = 2 * self.emsize if nhid is None else check_int(nhid, "nhid")
+        if self.emsize % self.nhead:
+            raise ValueError(f"'emsize' ({emsize}) must be divisible by 'nhead' ({nhead})")
+        if borders is None:
+            if num_buckets is None:
+                raise ValueError("give 'num_buckets' or 'borders'")
+            borders = normal_borders(check_int(num_buckets, "num_buckets", minimum=2))
+        else:
+            if not isinstance(borders, Tensor) or borders.dim() != 1:
+                raise ValueError("'borders' must be a 1-D tensor of K + 1 strictly increasing values")
+            if num_buckets is not None and borders.numel() != num_buckets + 1:
+                raise ValueError(
+                    f"'borders' has {borders.numel()} values, so K = {borders.numel() - 1} buckets, but "
+                    f"num_buckets={num_buckets}: pass num_buckets={borders.numel() - 1} or None"
+                )
+            borders = borders.detach().to(torch.get_default_dtype()).clone()
+        # the distribution's own checks: strictly increasing, finite, enough buckets
+        BarDistribution(borders, torch.zeros(borders.numel() - 1, dtype=borders.dtype), bounded=bounded)
+        self.num_buckets = borders.numel() - 1
+        self.query_self_attention = bool(query_self_attention)
+        self.standardize_y = bool(standardize_y)
+        self.bounded = bool(bounded)
+        self.register_buffer("borders", borders)
+        self.x_encoder = nn.Linear(self.max_features, self.emsize)
+        self.y_encoder = nn.Linear(1, self.emsize)
+        self.transformer = PFNTransformer(
+            self.emsize, self.nlayers, self.nhead, self.nhid, self.query_self_attention
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(self.emsize, self.nhid), nn.GELU(), nn.Linear(self.nhid, self.num_buckets)
+        )
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments as plain data (the borders travel in the state dict)."""
+        return {key: getattr(self, key) for key in _CONFIG_KEYS}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config().items())
+
+    # ------------------------------------------------------------------ inputs
+    def _check_inputs(self, x_train: Any, y_train: Any, x_test: Any) -> tuple[Tensor, Tensor, Tensor, bool]:
+        """Batched (B, n, D), (B, n), (B, m, D) in the model's dtype, zero-padded and scaled; and
+        whether the input was unbatched."""
+        for name, value in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"'{name}' must be a torch.Tensor, got {type(value).__name__}")
+        if x_train.dim() not in (2, 3):
+            raise ValueError(f"'x_train' must have shape (n, d) or (B, n, d), got {tuple(x_train.shape)}")
+        unbatched = x_train.dim() == 2
+        want = "(n, d), (n,), (m, d)" if unbatched else "(B, n, d), (B, n), (B, m, d)"
+        if y_train.dim() != x_train.dim() - 1 or x_test.dim() != x_train.dim():
+            raise ValueError(
+                f"'x_train', 'y_train', 'x_test' must have shapes {want}, got {tuple(x_train.shape)}, "
+                f"{tuple(y_train.shape)}, {tuple(x_test.shape)}"
+            )
+        if unbatched:
+            x_train, y_train, x_test = x_train.unsqueeze(0), y_train.unsqueeze(0), x_test.unsqueeze(0)
+        if y_train.shape != x_train.shape[:2]:
+            raise ValueError(
+                f"'y_train' must have shape {tuple(x_train.shape[:2])[unbatched:]} to match 'x_train' "
+                f"(batch size and number of training points), got {tuple(y_train.shape)[unbatched:]}"
+            )
+        if x_test.shape[0] != x_train.shape[0]:
+            raise ValueError(
+                f"'x_test' has batch size {x_test.shape[0]} but 'x_train' has {x_train.shape[0]}"
+            )
+        d = x_train.shape[-1]
+        if x_test.shape[-1] != d:
+            raise ValueError(f"'x_test' has {x_test.shape[-1]} features but 'x_train' has {d}")
+        if d < 1 or d > self.max_features:
+            raise ValueError(
+                f"'x_train' has {d} features; this PFN was built for 1 to {self.max_features} "
+                f"(num_features={self.num_features}, max_features={self.max_features})"
+            )
+        for name, value in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)):
+            if value.is_complex() or value.dtype == torch.bool:
+                raise TypeError(f"'{name}' must be a real tensor, got {value.dtype}")
+            if value.numel() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"'{name}' contains NaN or inf")
+        dtype, device = self.borders.dtype, self.borders.device
+        x_train, y_train, x_test = (t.to(dtype=dtype, device=device) for t in (x_train, y_train, x_test))
+        if d < self.max_features:
+            scale = self.max_features / d
+            x_train, x_test = (
+                torch.nn.functional.pad(t * scale, (0, self.max_features - d)) for t in (x_train, x_test)
+            )
+        return x_train, y_train, x_test, unbatched
+
+    def _standardization(self, y_train: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Per-dataset (mean, std), each (B, 1), when ``standardize_y`` applies."""
+        if not self.standardize_y or y_train.shape[1] < 2:
+            return None
+        mean = y_train.mean(1, keepdim=True)
+        std = y_train.std(1, keepdim=True)
+        return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x_train: Tensor, y_train: Tensor, x_test: Tensor) -> BarDistribution:
+        """q_θ(y | x_test, D = (x_train, y_train)): a :class:`BarDistribution` with batch shape
+        (B, m) for batched inputs (B, n, d), (B, n), (B, m, d), or (m,) for unbatched ones
+        (n, d), (n,), (m, d). n = 0 gives the prior predictive. Use ``.log_prob(y_test)`` as
+        the training loss (its negative mean)."""
+        return self._predict(x_train, y_train, x_test, query_chunk=None)
+
+    def _predict(
+        self, x_train: Tensor, y_train: Tensor, x_test: Tensor, query_chunk: int | None
+    ) -> BarDistribution:
+        x_train, y_train, x_test, unbatched = self._check_inputs(x_train, y_train, x_test)
+        stats = self._standardization(y_train)
+        if stats is not None:
+            y_train = (y_train - stats[0]) / stats[1]
+        train = self.x_encoder(x_train) + self.y_encoder(y_train.unsqueeze(-1))
+        cache = self.transformer.encode_train(train)
+        m = x_test.shape[1]
+        step = m if query_chunk is None or m == 0 else query_chunk
+        logits = torch.cat([
+            self.decoder(self.transformer.decode_queries(self.x_encoder(x_test[:, i : i + step]), cache))
+            for i in range(0, max(m, 1), step)
+        ], dim=1) if m else x_test.new_zeros(x_test.shape[0], 0, self.num_buckets)
+        borders = self.borders
+        if stats is not None:
+            borders = stats[0].unsqueeze(-1) + stats[1].unsqueeze(-1) * borders  # (B, 1, K + 1)
+        if unbatched:
+            logits = logits.squeeze(0)
+            borders = borders.squeeze(0) if borders.dim() == 3 else borders
+        return BarDistribution(borders, logits, bounded=self.bounded, validate_args=False)
+
+    def predict(
+        self, x_train: Tensor, y_train: Tensor, x_test: Tensor, *, query_chunk: int | None = 4096,
+        dataset_chunk: int | None = None,
+    ) -> BarDistribution:
+        """Like calling the model, in eval mode and without gradients (the training mode is restored).
+
+        Args:
+            x_train, y_train, x_test: as for :meth:`forward`.
+            query_chunk: queries per decoder pass (queries are independent, so chunking changes
+                no value; the training keys/values are computed once and shared).
+            dataset_chunk: datasets per pass for batched inputs (``None``: all at once).
+        """
+        if query_chunk is not None:
+            query_chunk = check_int(query_chunk, "query_chunk")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                if dataset_chunk is None or x_train.dim() != 3:
+                    return self._predict(x_train, y_train, x_test, query_chunk)
+                step = check_int(dataset_chunk, "dataset_chunk")
+                if y_train.dim() != 2 or x_test.dim() != 3 or x_train.shape[0] != y_train.shape[0] or (
+                    x_test.shape[0] != x_train.shape[0]
+                ):
+                    return self._predict(x_train, y_train, x_test, query_chunk)  # raises, naming the argument
+                parts = [
+                    self._predict(x_train[s], y_train[s], x_test[s], query_chunk)
+                    for s in (slice(i, i + step) for i in range(0, x_train.shape[0], step))
+                ]
+                borders = parts[0].borders if parts[0].borders.dim() == 1 else torch.cat(
+                    [p.borders for p in parts]
+                )
+                return BarDistribution(borders, torch.cat([p.logits for p in parts]), bounded=self.bounded,
+                                       validate_args=False)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ ArviZ
+    def to_arviz(
+        self,
+        x_train: Tensor,
+        y_train: Tensor,
+        x_test: Tensor,
+        y_test: Tensor | None = None,
+        *,
+        num_draws: int = 1000,
+        seed: int | None = None,
+    ) -> Any:
+        """Posterior-predictive draws as an ArviZ object (InferenceData on ArviZ < 1, DataTree on 1.x).
+
+        Groups: ``posterior_predictive`` with ``y`` of shape (1, num_draws, [B,] m), draws from
+        the bar distribution; with ``y_test``, also ``observed_data`` (``y``) and
+        ``log_likelihood`` with ``y`` of shape (1, 1, [B,] m) holding the log predictive density
+        log q(y_test | x_test, D) (one "draw": a PFN has no posterior draws, its output already
+        integrates over the posterior, so the ELPD of the test points is the sum of this array).
+        """
+        num_draws = check_int(num_draws, "num_draws")
+        dist = self.predict(x_train, y_train, x_test)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            draws = dist.sample(torch.Size([num_draws]))
+        batched = len(dist.batch_shape) == 2
+        event_dims = ["dataset", "query"] if batched else ["query"]
+        groups: dict[str, dict[str, np.ndarray]] = {"posterior_predictive": {"y": _numpy(draws.unsqueeze(0))}}
+        if y_test is not None:
+            if not isinstance(y_test, Tensor) or y_test.shape != dist.batch_shape:
+                got = tuple(y_test.shape) if isinstance(y_test, Tensor) else type(y_test).__name__
+                raise ValueError(f"'y_test' must be a tensor of shape {tuple(dist.batch_shape)}, got {got}")
+            if not bool(torch.isfinite(y_test).all()):
+                raise ValueError("'y_test' contains NaN or inf")
+            y_test = y_test.to(dtype=dist.logits.dtype, device=dist.logits.device)
+            groups["observed_data"] = {"y": _numpy(y_test)}
+            groups["log_likelihood"] = {"y": _numpy(dist.log_prob(y_test).reshape(1, 1, *y_test.shape))}
+        return from_numpy(groups, dims={"y": event_dims}, attrs={"inference_library": "bayesact.PFN"})
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the configuration (plain data) and weights to a bayesact safe file (atomic,
+        checksummed; read back with :meth:`load`, which never unpickles objects)."""
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        save_checkpoint(path, {"format": PFN_FORMAT, "config": self.config(),
+                               "dtype": str(self.borders.dtype), "state_dict": state})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device | None = None) -> PFN:
+        """Read a model written by :meth:`save` (``torch.load(weights_only=True)`` after a SHA-256
+        check; a pickled or crafted file is refused with a ValueError naming it)."""
+        payload = load_checkpoint(path, PFN_FORMAT)
+        config, state = payload.get("config"), payload.get("state_dict")
+        if not isinstance(config, dict) or not isinstance(state, dict) or "borders" not in state:
+            raise ValueError(f"{os.fspath(path)!r} lacks the PFN config or weights")
+        dtype = getattr(torch, str(payload.get("dtype", "torch.float32")).removeprefix("torch."), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"{os.fspath(path)!r} names an unknown dtype {payload.get('dtype')!r}")
+        unknown = set(config) - set(_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"{os.fspath(path)!r} has unknown PFN settings {sorted(unknown)}")
+        model = cls(borders=state["borders"].to(torch.float64), **config).to(dtype)
+        model.load_state_dict(state, strict=True)
+        if map_location is not None:
+            model.to(map_location)
+        return model
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()

@@ -1,0 +1,286 @@
+"""PFN: the attention pattern against an explicit (n + m)² mask, invariances, shapes, inputs, files, ArviZ."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bayesact.infer.arviz_io import group_names, read_group
+from bayesact.models.pfn import PFN, BarDistribution, PFNLayer
+
+
+def random_pfn(num_features: int = 3, dtype: torch.dtype = torch.float32, **kwargs: object) -> PFN:
+    """A small PFN with every weight random (a fresh PFN's residual branches are zero, which would
+    make the invariance tests pass trivially)."""
+    options: dict = {"num_buckets": 20, "emsize": 16, "nlayers": 2, "nhead": 2, **kwargs}
+    model = PFN(num_features, **options)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name != "borders":
+                p.normal_(0.0, 0.4)
+    return model.to(dtype)
+
+
+def data(b: int = 2, n: int = 7, m: int = 5, d: int = 3, dtype: torch.dtype = torch.float32):
+    x, x_test = torch.randn(b, n, d, dtype=dtype), torch.randn(b, m, d, dtype=dtype)
+    return x, torch.randn(b, n, dtype=dtype), x_test
+
+
+# ---------------------------------------------------------------------- the attention pattern
+def masked_layer(
+    layer: PFNLayer, train: torch.Tensor, query: torch.Tensor, self_attention: bool
+) -> torch.Tensor:
+    """The paper's formulation: one sequence [train; query] and an (n + m)² boolean mask."""
+    n, m = train.shape[1], query.shape[1]
+    tokens = torch.cat([train, query], dim=1)
+    allowed = torch.zeros(n + m, n + m, dtype=torch.bool)
+    allowed[:, :n] = True
+    if self_attention:
+        allowed[n:, n:] = torch.eye(m, dtype=torch.bool)
+    q, k, v = layer._heads(tokens)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(layer.head_dim)
+    att = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1).nan_to_num(0.0) @ v
+    h = layer.norm1(tokens + layer._merge(att))
+    h = layer.norm2(h + layer.ff2(F.gelu(layer.ff1(h))))
+    return h[:, n:]
+
+
+@pytest.mark.parametrize("self_attention", [True, False])
+@pytest.mark.parametrize("n", [0, 1, 6])
+def test_query_attention_equals_the_masked_full_sequence(self_attention: bool, n: int) -> None:
+    layer = PFNLayer(16, 4, 32, query_self_attention=self_attention).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0.0, 0.5)
+    train, query = torch.randn(3, n, 16, dtype=torch.float64), torch.randn(3, 5, 16, dtype=torch.float64)
+    _, k, v = layer.train_step(train)
+    got = layer.query_step(query, k, v)
+    torch.testing.assert_close(got, masked_layer(layer, train, query, self_attention), rtol=1e-12, atol=1e-12)
+
+
+def test_training_tokens_attend_only_to_training_tokens() -> None:
+    model = random_pfn(dtype=torch.float64)
+    x, y, _ = data(dtype=torch.float64)
+    layer = model.transformer._layers()[0]
+    train = model.x_encoder(x) + model.y_encoder(y.unsqueeze(-1))
+    new_train, _, _ = layer.train_step(train)
+    q, k, v = layer._heads(train)
+    scores = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(layer.head_dim), -1)
+    h = layer.norm1(train + layer._merge(scores @ v))
+    torch.testing.assert_close(new_train, layer.norm2(h + layer.ff2(F.gelu(layer.ff1(h)))))
+
+
+def test_residual_branches_start_at_zero() -> None:
+    model = PFN(2, num_buckets=10, emsize=8, nlayers=2, nhead=2)
+    for layer in model.transformer._layers():
+        for lin in (layer.out, layer.ff2):
+            assert torch.count_nonzero(lin.weight) == 0 and torch.count_nonzero(lin.bias) == 0
+
+
+# ---------------------------------------------------------------------- invariances
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_permuting_training_points_leaves_every_query_unchanged(self_attention: bool) -> None:
+    model = random_pfn(query_self_attention=self_attention)
+    x, y, xt = data(n=30, m=8)
+    ref = model(x, y, xt).logits
+    for _ in range(3):
+        perm = torch.randperm(30)
+        torch.testing.assert_close(model(x[:, perm], y[:, perm], xt).logits, ref, rtol=0, atol=1e-5)
+    changed = y.clone()
+    changed[:, 0] += 1.0  # the output does depend on the training set (so the check can fail)
+    assert (model(x, changed, xt).logits - ref).abs().max() > 1e-2
+
+
+def test_other_queries_do_not_change_a_querys_output() -> None:
+    model = random_pfn()
+    x, y, xt = data(n=10, m=6)
+    ref = model(x, y, xt).logits
+    torch.testing.assert_close(model(x, y, xt[:, [3]]).logits[:, 0], ref[:, 3], rtol=0, atol=1e-5)  # removed
+    perm = torch.randperm(6)
+    torch.testing.assert_close(model(x, y, xt[:, perm]).logits, ref[:, perm], rtol=0, atol=1e-5)  # reordered
+    more = torch.cat([xt, torch.randn(2, 40, 3)], dim=1)  # added
+    torch.testing.assert_close(model(x, y, more).logits[:, :6], ref, rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- shapes and dtypes
+def test_shapes_batched_unbatched_and_empty() -> None:
+    model = random_pfn()
+    x, y, xt = data(b=4, n=7, m=5)
+    dist = model(x, y, xt)
+    assert isinstance(dist, BarDistribution)
+    assert dist.batch_shape == (4, 5) and dist.logits.shape == (4, 5, 20)
+    assert dist.log_prob(torch.randn(4, 5)).shape == (4, 5) and dist.sample((3,)).shape == (3, 4, 5)
+    single = model(x[1], y[1], xt[1])
+    assert single.batch_shape == (5,)
+    torch.testing.assert_close(single.logits, dist.logits[1], rtol=0, atol=1e-5)
+    assert model(x, y, xt[:, :0]).batch_shape == (4, 0)
+
+
+def test_empty_training_set_is_the_prior_predictive() -> None:
+    model = random_pfn()
+    x, y, xt = data(n=0, m=4)
+    dist = model(x, y, xt)
+    assert dist.batch_shape == (2, 4) and bool(torch.isfinite(dist.logits).all())
+    # the same for any batch of datasets: nothing but x_test enters
+    torch.testing.assert_close(model(x[:1], y[:1], xt[:1]).logits[0], dist.logits[0])
+    assert model(torch.zeros(0, 3), torch.zeros(0), xt[0]).batch_shape == (4,)
+
+
+def test_float64_end_to_end() -> None:
+    model = random_pfn(dtype=torch.float64)
+    x, y, xt = data(dtype=torch.float64)
+    dist = model(x, y, xt)
+    assert dist.logits.dtype == torch.float64 and dist.borders.dtype == torch.float64
+    loss = -dist.log_prob(torch.randn(2, 5, dtype=torch.float64)).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    f32 = random_pfn()
+    f32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    torch.testing.assert_close(f32(x.float(), y.float(), xt.float()).logits, dist.logits.float(),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_training_loss_gradients_reach_every_parameter() -> None:
+    model = PFN(3, num_buckets=20, emsize=16, nlayers=2, nhead=2)  # fresh: zero residual branches
+    x, y, xt = data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(2):  # at step 0 the zero branches block the training set; after one step it flows
+        opt.zero_grad()
+        (-model(x, y, xt).log_prob(torch.randn(2, 5)).mean()).backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+            if step == 0 and name.startswith("transformer") and name.endswith(("out.weight", "ff2.weight")):
+                assert p.grad.abs().sum() > 0, name
+            if step == 1:
+                assert p.grad.abs().sum() > 0, name
+        opt.step()
+
+
+# ---------------------------------------------------------------------- input handling
+def test_fewer_features_are_zero_padded_and_scaled() -> None:
+    model = random_pfn(num_features=4)
+    x, y, xt = data(d=3)
+    padded = model(F.pad(x * 4 / 3, (0, 1)), y, F.pad(xt * 4 / 3, (0, 1)))
+    torch.testing.assert_close(model(x, y, xt).logits, padded.logits)
+    wide = random_pfn(num_features=2, max_features=4)
+    x2 = torch.randn(2, 7, 2)
+    torch.testing.assert_close(wide(x2, y, xt[..., :2]).logits,
+                               wide(F.pad(x2 * 2, (0, 2)), y, F.pad(xt[..., :2] * 2, (0, 2))).logits)
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        (lambda x, y, xt: (torch.randn(2, 7, 4), y, torch.randn(2, 5, 4)), "x_train"),  # too many features
+        (lambda x, y, xt: (x.index_put((torch.tensor([0]),), torch.tensor(math.nan)), y, xt), "x_train"),
+        (lambda x, y, xt: (x, y.index_put((torch.tensor([1]),), torch.tensor(math.nan)), xt), "y_train"),
+        (lambda x, y, xt: (x, y, xt.index_put((torch.tensor([1]),), torch.tensor(math.inf))), "x_test"),
+        (lambda x, y, xt: (x, y[:1], xt), "y_train"),  # batch sizes
+        (lambda x, y, xt: (x, y, xt[:1]), "x_test"),
+        (lambda x, y, xt: (x, y[:, :3], xt), "y_train"),  # number of points
+        (lambda x, y, xt: (x, y, xt[..., :2]), "x_test"),  # feature counts differ
+        (lambda x, y, xt: (x, y.unsqueeze(-1), xt), "y_train"),
+    ],
+)
+def test_bad_inputs_raise_naming_the_argument(change, name: str) -> None:
+    model = random_pfn()
+    with pytest.raises(ValueError, match=name):
+        model(*change(*data()))
+
+
+def test_bad_constructor_arguments() -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        PFN(2, num_buckets=3, borders=torch.tensor([0.0, 1.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="num_buckets"):
+        PFN(2, num_buckets=10, borders=torch.linspace(-1, 1, 5))
+    with pytest.raises(ValueError, match="max_features"):
+        PFN(4, max_features=2)
+    with pytest.raises(ValueError, match="nhead"):
+        PFN(2, emsize=10, nhead=3)
+    assert PFN(2, num_buckets=None, borders=torch.linspace(-1, 1, 5), emsize=8).num_buckets == 4
+
+
+def test_standardized_y_is_location_scale_equivariant() -> None:
+    model = random_pfn(standardize_y=True)
+    x, y, xt = data()
+    a, b = 3.0, 2.5
+    dist, moved = model(x, y, xt), model(x, a + b * y, xt)
+    y_test = torch.randn(2, 5)
+    torch.testing.assert_close(moved.log_prob(a + b * y_test), dist.log_prob(y_test) - math.log(b),
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(moved.mean, a + b * dist.mean, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------- inference helpers
+def test_predict_is_eval_no_grad_and_chunking_changes_nothing() -> None:
+    model = random_pfn()
+    model.train()
+    x, y, xt = data(b=5, n=9, m=11)
+    ref = model(x, y, xt).logits
+    out = model.predict(x, y, xt, query_chunk=3, dataset_chunk=2)
+    assert model.training and not out.logits.requires_grad
+    torch.testing.assert_close(out.logits, ref, rtol=0, atol=1e-5)
+    std = random_pfn(standardize_y=True)
+    torch.testing.assert_close(std.predict(x, y, xt, dataset_chunk=2).mean, std(x, y, xt).mean)
+
+
+def test_arviz_posterior_predictive_and_log_predictive_density() -> None:
+    model = random_pfn()
+    x, y, xt = data(b=2, n=7, m=5)
+    y_test = torch.randn(2, 5)
+    idata = model.to_arviz(x, y, xt, y_test, num_draws=400, seed=1)
+    assert {"posterior_predictive", "observed_data", "log_likelihood"} <= set(group_names(idata))
+    draws = read_group(idata, "posterior_predictive")["y"]
+    assert draws.shape == (1, 400, 2, 5)
+    dist = model.predict(x, y, xt)
+    lpd = read_group(idata, "log_likelihood")["y"]
+    torch.testing.assert_close(torch.from_numpy(lpd[0, 0]), dist.log_prob(y_test))
+    again = model.to_arviz(x, y, xt, num_draws=400, seed=1)
+    assert (read_group(again, "posterior_predictive")["y"] == draws).all()  # the seed fixes the draws
+    assert set(group_names(model.to_arviz(x[0], y[0], xt[0], num_draws=3))) == {"posterior_predictive"}
+    # draws follow the predictive: their mean is within 5 standard errors of the bar mean
+    se = (dist.variance / 400).sqrt()
+    assert (torch.from_numpy(draws[0].mean(0)) - dist.mean).abs().le(5 * se).all()
+    with pytest.raises(ValueError, match="y_test"):
+        model.to_arviz(x, y, xt, y_test[:, :2])
+
+
+# ---------------------------------------------------------------------- files
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_save_load_round_trip_is_exact(tmp_path, dtype: torch.dtype) -> None:
+    model = random_pfn(dtype=dtype, standardize_y=True, query_self_attention=False)
+    path = tmp_path / "pfn.pt"
+    model.save(path)
+    loaded = PFN.load(path)
+    assert loaded.config() == model.config()
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), k
+    x, y, xt = data(dtype=dtype)
+    assert torch.equal(loaded.predict(x, y, xt).logits, model.predict(x, y, xt).logits)
+
+
+class _Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"format": "bayesact.models.pfn/1", "config": _Payload(str(marker))}, fh)
+    with pytest.raises(ValueError, match="not a bayesact safe file"):
+        PFN.load(path)
+    torch.save({"config": _Payload(str(marker))}, path)  # a torch.save pickle, no safe header
+    with pytest.raises(ValueError):
+        PFN.load(path)
+    assert not os.path.exists(marker)
