@@ -11,12 +11,15 @@ from .likelihoods import (
     StudentT,
     make_likelihood,
 )
+from .pfn import PFN, BarDistribution
 from .processes import GP, BurrXII, ScaleMixtureProcess, StudentTProcess
 
 __all__ = [
     "BNN",
     "GP",
     "LIKELIHOODS",
+    "PFN",
+    "BarDistribution",
     "Bernoulli",
     "BurrXII",
     "Categorical",
