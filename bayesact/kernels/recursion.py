@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from bayesact.infer.tracing import is_concrete
 from bayesact.kernels._docs import args_section, document, raises_section
 from bayesact.kernels.dual import DualActivation, PointData
 from bayesact.kernels.resolve import ActivationLike, dual_activation
@@ -76,6 +77,8 @@ def _check_std(value: Std, name: str, x: Tensor, allow_zero: bool) -> Tensor:
     if isinstance(value, bool) or not isinstance(value, int | float | Tensor):
         raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
     t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if not is_concrete(t):  # traced (a captured graph): no values to check
+        return t
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite, got {value}")
     bad = (t < 0) if allow_zero else (t <= 0)
@@ -123,7 +126,7 @@ def _check_inputs(x1: Tensor, x2: Tensor | None, diag: bool) -> None:
             raise ValueError(f"{name} must have shape (..., n, d), got {tuple(x.shape)}")
         if x.shape[-1] == 0:
             raise ValueError(f"{name} must have at least one feature, got shape {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
+        if is_concrete(x) and not bool(torch.isfinite(x).all()):  # a traced input has no values to read
             raise ValueError(f"{name} contains NaN or infinite values")
     if x2 is not None:
         if x2.shape[-1] != x1.shape[-1]:
@@ -274,7 +277,7 @@ def _evaluate(
 
 def _warn_if_overflowed(k: Tensor, theta: Tensor | None, activation: ActivationLike, depth: int) -> None:
     """KernelOverflowWarning when K or Θ is not finite (inputs were checked finite, so it overflowed)."""
-    if all(t is None or bool(torch.isfinite(t).all()) for t in (k, theta)):
+    if not is_concrete(k) or all(t is None or bool(torch.isfinite(t).all()) for t in (k, theta)):
         return
     if isinstance(activation, str):
         name = activation

@@ -9,6 +9,7 @@ import torch
 from gpytorch.kernels import Kernel
 from torch import Tensor
 
+from bayesact.infer import is_concrete
 from bayesact.kernels.cholesky import cholesky_with_jitter
 
 __all__ = [
@@ -42,7 +43,7 @@ def check_positive(name: str, value: object) -> float:
 
 
 def check_x(x: object, name: str = "x", dim: int | None = None) -> Tensor:
-    """A floating tensor (N, d) of finite values."""
+    """A floating tensor (N, d) of finite values (the value check is skipped while traced or vmapped)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of shape (N, d), got {type(x).__name__}")
     if x.dim() != 2 or x.shape[0] < 1:
@@ -51,7 +52,7 @@ def check_x(x: object, name: str = "x", dim: int | None = None) -> Tensor:
         raise TypeError(f"'{name}' must be a floating tensor, got {x.dtype}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"'{name}' must have {dim} columns like the training inputs, got {x.shape[1]}")
-    if not bool(torch.isfinite(x).all()):
+    if is_concrete(x) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"'{name}' contains NaN or inf")
     return x
 
@@ -65,7 +66,7 @@ def check_xy(x: object, y: object, names: tuple[str, str] = ("x", "y")) -> tuple
         raise ValueError(
             f"'{names[1]}' must have shape (N,) = ({x.shape[0]},) to match '{names[0]}', got {tuple(y.shape)}"
         )
-    if not bool(torch.isfinite(y).all()):
+    if is_concrete(y) and not bool(torch.isfinite(y).all()):
         raise ValueError(f"'{names[1]}' contains NaN or inf")
     return x, y.to(dtype=x.dtype, device=x.device)
 
@@ -82,9 +83,13 @@ def kernel_diag(kernel: Kernel, x: Tensor) -> Tensor:
 
 
 def cholesky(matrix: Tensor, what: str) -> Tensor:
-    """Exact Cholesky factor when it exists, else with escalating jitter (an error names the jitter tried)."""
+    """Exact Cholesky factor when it exists, else with escalating jitter (an error names the jitter tried).
+
+    While traced or vmapped (``bayesact.infer.is_concrete`` is false) the factor is returned unchecked:
+    the check reads a value, which a captured graph cannot.
+    """
     factor, info = torch.linalg.cholesky_ex(matrix)
-    if not bool((info != 0).any()):
+    if not is_concrete(matrix) or not bool((info != 0).any()):
         return factor
     try:
         return cholesky_with_jitter(matrix)
