@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from bayesact.infer.arviz_io import group_names, read_group
-from bayesact.models.pfn import PFN, BarDistribution, PFNLayer
+from bayesact.models import PFN, BarDistribution
+from bayesact.models.pfn import PFNLayer
 
 
 def random_pfn(num_features: int = 3, dtype: torch.dtype = torch.float32, **kwargs: object) -> PFN:
