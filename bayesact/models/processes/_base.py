@@ -11,6 +11,7 @@ from typing import Any
 import pyro
 import torch
 from pyro.nn import PyroModule, PyroSample
+from pyro.params.param_store import param_with_module_name
 from torch import Tensor
 from torch.distributions import Distribution
 from torch.nn import functional as F
@@ -26,9 +27,34 @@ from bayesact.models.processes._core import (
     kernel_matrix,
 )
 
-__all__ = ["Hyperparameter", "ProcessModel"]
+__all__ = ["Hyperparameter", "ProcessModel", "claim_param_store"]
 
 LOG2 = math.log(2.0)
+
+
+def claim_param_store(module: PyroModule) -> None:
+    """Make Pyro's parameter store hold ``module``'s own parameters under the names Pyro gives them.
+
+    A ``PyroModule`` registers its ``nn.Parameter`` s (``raw_noise``) and a plain child module's (the
+    GPyTorch kernel's, as ``kernel$$$raw_lengthscale``) with ``pyro.param``, which keeps an entry already in
+    the store: with a store left over from another model (or a loaded one) under the same names, ``SVI``
+    would optimise those stale tensors while the model computes with its own, which never move. Entries
+    that are not this module's tensors are dropped, so the module's parameters are registered (the module
+    is the source of truth; restore values with ``load_state_dict``). Call at the start of ``forward``.
+    """
+    if not module._pyro_context.active or pyro.settings.get("module_local_params"):
+        return
+    store = pyro.get_param_store()
+    named: list[tuple[str, Tensor]] = [
+        (module._pyro_get_fullname(name), p) for name, p in module.named_parameters(recurse=False)
+    ]
+    for child_name, child in module.named_children():
+        if not isinstance(child, PyroModule):
+            prefix = module._pyro_get_fullname(child_name)
+            named += [(param_with_module_name(prefix, n), p) for n, p in child.named_parameters()]
+    for fullname, param in named:
+        if param.requires_grad and fullname in store and store._params[fullname] is not param:
+            del store[fullname]
 
 
 class Hyperparameter:
@@ -221,6 +247,7 @@ class ProcessModel(PyroModule):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Pyro model: observe ``y`` (N,) at ``x`` (N, d) under the collapsed marginal (site ``"y"``)."""
+        claim_param_store(self)
         if y is None:
             x = check_x(x)
         else:
