@@ -235,7 +235,9 @@ class PFN(nn.Module):
         """Like calling the model, in eval mode and without gradients (the training mode is restored).
 
         Args:
-            x_train, y_train, x_test: as for :meth:`forward`.
+            x_train: training inputs, as for :meth:`forward`.
+            y_train: training targets.
+            x_test: query inputs.
             query_chunk: queries per decoder pass (queries are independent, so chunking changes
                 no value; the training keys/values are computed once and shared).
             dataset_chunk: datasets per pass for batched inputs (``None``: all at once).
