@@ -61,7 +61,14 @@ def test_query_attention_equals_the_masked_full_sequence(self_attention: bool, n
     train, query = torch.randn(3, n, 16, dtype=torch.float64), torch.randn(3, 5, 16, dtype=torch.float64)
     _, k, v = layer.train_step(train)
     got = layer.query_step(query, k, v)
-    torch.testing.assert_close(got, masked_layer(layer, train, query, self_attention), rtol=1e-12, atol=1e-12)
+    want = masked_layer(layer, train, query, self_attention)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(got)  # and the gradients of the layer's weights agree
+    grads = torch.autograd.grad((got * weights).sum(), list(layer.parameters()), allow_unused=True)
+    ref = torch.autograd.grad((want * weights).sum(), list(layer.parameters()), allow_unused=True)
+    for p, g, r in zip(layer.parameters(), grads, ref, strict=True):
+        zero = torch.zeros_like(p)
+        torch.testing.assert_close(zero if g is None else g, zero if r is None else r, rtol=1e-10, atol=1e-10)
 
 
 def test_training_tokens_attend_only_to_training_tokens() -> None:
@@ -285,3 +292,17 @@ def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path) -> 
     with pytest.raises(ValueError):
         PFN.load(path)
     assert not os.path.exists(marker)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_and_runs_under_bf16_autocast() -> None:
+    model = random_pfn(num_features=3, emsize=64, nhead=4)
+    x, y, xt = data(b=3, n=200, m=50)
+    ref = model.predict(x, y, xt)
+    gpu = model.to("cuda")
+    got = gpu.predict(x.cuda(), y.cuda(), xt.cuda())
+    torch.testing.assert_close(got.logits.cpu(), ref.logits, rtol=1e-3, atol=1e-3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = -gpu(x.cuda(), y.cuda(), xt.cuda()).log_prob(torch.randn(3, 50, device="cuda")).float().mean()
+    loss.backward()
+    assert bool(torch.isfinite(loss)) and all(bool(torch.isfinite(p.grad).all()) for p in gpu.parameters())
