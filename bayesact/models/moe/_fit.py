@@ -1,0 +1,202 @@
+"""Maximum-likelihood fitting of a :class:`~bayesact.models.moe.GaussianMoE`: direct L-BFGS or EM, with
+restarts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .model import GaussianMoE, MoEFit
+
+__all__ = ["fit_moe"]
+
+
+def _lbfgs(params: list[Tensor], objective: Callable[[], Tensor], max_iter: int, tol: float) -> int:
+    """Minimise ``objective`` over the leaf tensors ``params`` with L-BFGS (strong Wolfe); the iterations
+    run."""
+    opt = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-10,
+        tolerance_change=tol,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = objective()
+        if not torch.isfinite(loss):  # a step into a degenerate region: tell the line search it is worse
+            return torch.full_like(loss, 1e30).requires_grad_()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    state = opt.state[params[0]]
+    return int(state.get("n_iter", 0))
+
+
+class _Unconstrained:
+    """Free site values held as unconstrained leaf tensors (u = T⁻¹(value), T the site prior's bijection)."""
+
+    def __init__(self, moe: GaussianMoE, values: dict[str, Tensor]):
+        self.transforms = {name: moe.unconstrained_transform(name) for name in values}
+        self.u = {
+            name: self.transforms[name].inv(v).detach().clone().requires_grad_(True)
+            for name, v in values.items()
+        }
+
+    def values(self) -> dict[str, Tensor]:
+        return {name: self.transforms[name](u) for name, u in self.u.items()}
+
+    def leaves(self, names: Iterable[str]) -> list[Tensor]:
+        return [self.u[n] for n in names]
+
+
+def _initial_values(moe: GaussianMoE, x: Tensor, y: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
+    """A random start: gate sites at the module's values plus N(0, 1) noise in unconstrained space; linear
+    experts
+    through K random data points with the least-squares slope (perturbed); σ_k = the least-squares residual
+    sd."""
+    from .model import LinearExperts
+
+    current = moe.point_values()
+
+    def randn(shape: torch.Size) -> Tensor:
+        return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
+
+    x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+    coef = torch.linalg.lstsq(x1.double(), y.double().unsqueeze(-1)).solution.squeeze(-1).to(x.dtype)
+    resid_sd = (y - x1 @ coef).std().clamp(min=1e-3)
+    out: dict[str, Tensor] = {}
+    for name in moe.site_names:
+        spec = next(s for s in moe._sites if s.name == name)
+        if spec.group == "gate":
+            t = moe.unconstrained_transform(name)
+            u = t.inv(current[name].to(x.dtype))
+            u = torch.where(torch.isfinite(u), u, torch.zeros_like(u))
+            out[name] = t(u + randn(spec.free_shape))
+        elif spec.group == "expert" and not isinstance(moe.expert, LinearExperts):
+            out[name] = current[name].to(x.dtype) + 0.5 * randn(spec.free_shape)
+        elif name == "noise_std":
+            out[name] = resid_sd.expand(moe.num_experts).clone()
+    if isinstance(moe.expert, LinearExperts):
+        k = moe.num_experts
+        slope = coef[:-1] * (1 + 0.5 * randn(torch.Size((k, 1)))) + 0.1 * resid_sd * randn(
+            torch.Size((k, x.shape[1]))
+        )
+        rows = torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)
+        out["expert.weight"] = slope
+        out["expert.bias"] = y[rows] - (x[rows] * slope).sum(-1)
+    return out
+
+
+def _mle(
+    moe: GaussianMoE, x: Tensor, y: Tensor, init: dict[str, Tensor], max_iter: int, tol: float
+) -> tuple[dict[str, Tensor], int]:
+    state = _Unconstrained(moe, init)
+    iters = _lbfgs(
+        list(state.u.values()), lambda: -moe.log_likelihood(x, y, state.values()).mean(), max_iter, tol
+    )
+    return {k: v.detach() for k, v in state.values().items()}, iters
+
+
+def _safe_log(p: Tensor) -> Tensor:
+    """log p with log 0 replaced by 0 (both ``where`` branches finite, so no NaN gradient)."""
+    return torch.where(p > 0, torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
+
+
+def _em(
+    moe: GaussianMoE, x: Tensor, y: Tensor, init: dict[str, Tensor], max_iter: int, tol: float
+) -> tuple[dict[str, Tensor], int]:
+    from .model import LinearExperts
+
+    values = {k: v.detach().clone() for k, v in init.items()}
+    gate_sites = [s.name for s in moe._sites if s.group == "gate"]
+    expert_sites = [s.name for s in moe._sites if s.group == "expert"] + ["noise_std"]
+    linear = isinstance(moe.expert, LinearExperts)
+    x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+    eye = torch.eye(x1.shape[1], dtype=x.dtype, device=x.device)
+    previous = -math.inf
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
+        with torch.no_grad():
+            r = moe.responsibilities(x, y, values)
+        if linear:
+            for k in range(moe.num_experts):
+                rk = r[:, k]
+                if float(rk.sum()) < 1e-8 * x.shape[0]:
+                    continue  # an expert with no responsibility keeps its values
+                coef = torch.linalg.solve(x1.T @ (rk[:, None] * x1) + 1e-10 * eye, x1.T @ (rk * y))
+                values["expert.weight"][k] = coef[:-1]
+                values["expert.bias"][k] = coef[-1]
+                resid = y - x1 @ coef
+                values["noise_std"][k] = ((rk * resid**2).sum() / rk.sum()).sqrt().clamp(min=1e-6)
+        else:
+            state = _Unconstrained(moe, {n: values[n] for n in expert_sites})
+
+            def expected_complete(state: _Unconstrained = state, r: Tensor = r) -> Tensor:
+                v = {**values, **state.values()}
+                _, means, scale = moe._components(x, v)
+                return -(r * dist.Normal(means, scale).log_prob(y[:, None])).sum() / x.shape[0]
+
+            _lbfgs(state.leaves(expert_sites), expected_complete, 20, tol)
+            values.update({k: v.detach() for k, v in state.values().items()})
+        if gate_sites:
+            gstate = _Unconstrained(moe, {n: values[n] for n in gate_sites})
+
+            def gate_objective(gstate: _Unconstrained = gstate, r: Tensor = r) -> Tensor:
+                weights, _, _ = moe._components(x, {**values, **gstate.values()})
+                return -(r * _safe_log(weights)).sum() / x.shape[0]
+
+            _lbfgs(gstate.leaves(gate_sites), gate_objective, 20, tol)
+            values.update({k: v.detach() for k, v in gstate.values().items()})
+        with torch.no_grad():
+            current = float(moe.log_likelihood(x, y, values).mean())
+        if abs(current - previous) < tol:
+            break
+        previous = current
+    return values, it
+
+
+def fit_moe(
+    moe: GaussianMoE,
+    x: Tensor,
+    y: Tensor,
+    *,
+    num_restarts: int,
+    method: str,
+    max_iter: int,
+    tol: float,
+    seed: int | None,
+) -> MoEFit:
+    """See :meth:`GaussianMoE.fit`."""
+    from .model import MoEFit
+
+    gen = torch.Generator()
+    gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()))
+    best: dict[str, Tensor] | None = None
+    best_ll = -math.inf
+    restarts: list[float] = []
+    iterations: list[int] = []
+    for _ in range(num_restarts):
+        init = _initial_values(moe, x, y, gen)
+        run = _mle if method == "mle" else _em
+        values, iters = run(moe, x, y, init, max_iter, tol)
+        with torch.no_grad():
+            ll = float(moe.log_likelihood(x, y, values).mean())
+        restarts.append(ll)
+        iterations.append(iters)
+        if math.isfinite(ll) and ll > best_ll:
+            best, best_ll = values, ll
+    if best is None:
+        raise FloatingPointError(f"every restart of fit ({method}) ended with a non-finite log-likelihood")
+    moe.set_point_values(best)
+    return MoEFit(log_likelihood=best_ll, restarts=restarts, method=method, iterations=iterations)

@@ -1,0 +1,417 @@
+"""The Gaussian mixture of experts as a Pyro model, with the expert index marginalised (or enumerated)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.transforms import biject_to
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from bayesact.infer import is_concrete
+from bayesact.priors._checks import check_int
+
+from ..likelihoods import Gaussian, Likelihood, MixtureLikelihood
+from ._gating import build_gate, per_expert_gate_params
+
+__all__ = ["GaussianMoE", "LinearExperts", "MoEFit"]
+
+#: prior groups of ``GaussianMoE(priors=...)`` and their defaults (scalar distributions, expanded per site)
+PRIOR_GROUPS = ("gate", "expert", "noise_std")
+
+
+def _default_prior(group: str, dtype: torch.dtype, device: torch.device) -> dist.TorchDistribution:
+    one = torch.ones((), dtype=dtype, device=device)
+    if group == "gate":
+        return dist.Normal(0 * one, 5 * one)
+    if group == "expert":
+        return dist.Normal(0 * one, 10 * one)
+    return dist.HalfNormal(5 * one)
+
+
+def _cast_distribution(prior: dist.TorchDistribution, dtype: torch.dtype, device: torch.device) -> Any:
+    """``prior`` rebuilt with its tensor parameters in ``dtype`` on ``device`` (unchanged if it already
+    is)."""
+    params = {k: getattr(prior, k) for k in prior.arg_constraints if k in prior.__dict__}
+    tensors = {k: v for k, v in params.items() if isinstance(v, Tensor)}
+    if all(v.dtype == dtype and v.device == device for v in tensors.values()):
+        return prior
+    accepted = inspect.signature(type(prior)).parameters
+    rebuilt = {
+        k: (v.to(dtype=dtype, device=device) if isinstance(v, Tensor) else v)
+        for k, v in params.items()
+        if k in accepted
+    }
+    factory: Any = type(prior)
+    return factory(**rebuilt)
+
+
+class LinearExperts(nn.Module):
+    """K linear experts, means m_k(x) = a_kᵀx + b_k: parameters ``weight`` (K, d) and ``bias`` (K,); output
+    (N, K)."""
+
+    def __init__(self, in_dim: int, num_experts: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_experts, in_dim))
+        self.bias = nn.Parameter(torch.zeros(num_experts))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.weight.transpose(-1, -2) + self.bias
+
+
+class _NoiseStd(nn.Module):
+    """The per-expert noise scales σ_k (K,), the point estimate used by fit/predict."""
+
+    def __init__(self, num_experts: int):
+        super().__init__()
+        self.value = nn.Parameter(torch.ones(num_experts))
+
+
+class _ExpertNormal(Likelihood):
+    """y | f_k ~ N(f_k, σ_k²) for components stacked on dim 0 of f (K, N, 1), σ of shape (K,)."""
+
+    name = "gaussian"
+
+    def __init__(self, scale: Tensor):
+        self.scale = scale
+
+    def validate(self, y: Tensor | None, *, num_rows: int, out_dim: int, dtype: torch.dtype) -> Tensor | None:
+        return Gaussian().validate(y, num_rows=num_rows, out_dim=out_dim, dtype=dtype)
+
+    def distribution(self, f: Tensor) -> dist.TorchDistribution:
+        return dist.Normal(f, self.scale[:, None, None]).to_event(1)
+
+
+@dataclass(frozen=True)
+class _Site:
+    """A latent site: ``name`` (``group.param`` or ``noise_std``), the module and parameter it stands for."""
+
+    name: str
+    group: str
+    module: str
+    param: str
+    shape: torch.Size
+    pinned: bool
+
+    @property
+    def free_shape(self) -> torch.Size:
+        """The site's shape: the parameter's (K - 1 rows for a pinned gate parameter)."""
+        return self.shape
+
+
+@dataclass
+class MoEFit:
+    """The result of :meth:`GaussianMoE.fit`: the best restart's mean log-likelihood per row, every
+    restart's."""
+
+    log_likelihood: float
+    restarts: list[float] = field(default_factory=list)
+    method: str = "mle"
+    iterations: list[int] = field(default_factory=list)
+
+
+class GaussianMoE(PyroModule):
+    """Gaussian mixture of experts: p(y | x) = Σ_k π_k(x) N(y; m_k(x), σ_k²) (Jacobs et al., 1991).
+
+    π(x) is the gate: a name in :data:`~bayesact.models.moe.GATE_NAMES` (the gates of
+    :mod:`bayesact.models.moe.gates`) or a module mapping x (N, d) to the simplex (N, K). m_k(x) are the
+    expert means: ``"linear"`` (a_kᵀx + b_k) or a module mapping x (N, d) to (N, K).
+
+    As a Pyro model, ``moe(x, y)`` has the latent sites ``gate.<param>`` and ``expert.<param>`` (one per
+    parameter of the gate and expert modules) and ``noise_std`` (K,). The expert index is marginalised,
+    log p(y|x) = logsumexp_k[log π_k(x) + log N(y; m_k(x), σ_k²)], through
+    :class:`~bayesact.models.likelihoods.MixtureLikelihood` (exact zeros in π are safe). There is no
+    discrete site, so NUTS applies to smooth gates. With ``enumerate=True`` the model samples
+    z ~ Categorical(π(x)) per row instead, marked for parallel enumeration (``TraceEnum_ELBO``, or Pyro's
+    NUTS with ``max_plate_nesting=1``).
+
+    Pinning: a named gate that is translation invariant (softmax, temperature, top-K, sparsemax, the
+    identity activation gate) is built with ``pinned=True``: the last expert's (β_K, β_0K) are fixed at 0
+    and the sites ``gate.weight``/``gate.bias`` hold the other K - 1 rows. StableMax, DSelect-k and
+    non-identity activation gates have no such symmetry and are not pinned. π is renormalised to sum to 1
+    (DSelect-k leaks mass to unreachable codes when K is not a power of 2).
+
+    Args:
+        in_dim: input features d.
+        num_experts: K >= 2.
+        gate: a name in :data:`~bayesact.models.moe.GATE_NAMES` or an ``nn.Module``.
+        gate_kwargs: keyword arguments of a named gate.
+        expert: ``"linear"`` or an ``nn.Module`` mapping (N, d) to (N, K).
+        priors: prior per site name, or per group ``"gate"``, ``"expert"``, ``"noise_std"`` (a scalar
+            distribution, expanded to the site's shape; its support sets the site's constraint). Defaults:
+            gate N(0, 5²), expert N(0, 10²), noise_std HalfNormal(5).
+        pin_gate: pin the last expert's gate parameters (default: when the gate is translation invariant).
+        enumerate: the enumerated variant (a discrete site ``z``) instead of the marginalised one.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_experts: int,
+        gate: str | nn.Module = "softmax",
+        gate_kwargs: Mapping[str, Any] | None = None,
+        expert: str | nn.Module = "linear",
+        priors: Mapping[str, dist.TorchDistribution] | None = None,
+        pin_gate: bool | None = None,
+        enumerate: bool = False,
+    ):
+        super().__init__()
+        check_int(in_dim, "in_dim")
+        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 2:
+            raise ValueError(f"'num_experts' must be an int >= 2, got {num_experts!r}")
+        self.in_dim = in_dim
+        self.num_experts = num_experts
+        self.gate_name = gate if isinstance(gate, str) else type(gate).__name__
+        self.gate = build_gate(gate, in_dim, num_experts, gate_kwargs, pin_gate)
+        if isinstance(expert, nn.Module):
+            self.expert = expert
+        elif expert == "linear":
+            self.expert = LinearExperts(in_dim, num_experts)
+        else:
+            raise ValueError(f"'expert' must be 'linear' or an nn.Module, got {expert!r}")
+        self.noise = _NoiseStd(num_experts)
+        self.pin_gate = bool(getattr(self.gate, "pinned", False))
+        if not isinstance(enumerate, bool):
+            raise ValueError(f"'enumerate' must be a bool, got {enumerate!r}")
+        self.enumerate = enumerate
+        self._sites = self._make_sites()
+        self.priors = self._check_priors(priors)
+        self._interventions: list[Callable[[Tensor], Tensor]] = []
+        self._check_gate_output()
+
+    # ------------------------------------------------------------------ structure
+    def _make_sites(self) -> tuple[_Site, ...]:
+        sites = []
+        per_expert = per_expert_gate_params(self._modules["gate"])  # type: ignore[arg-type]
+        for group, module in (("gate", "gate"), ("expert", "expert")):
+            for pname, p in self._modules[module].named_parameters():  # type: ignore[union-attr]
+                pinned = group == "gate" and self.pin_gate and pname in per_expert
+                sites.append(_Site(f"{group}.{pname}", group, module, pname, p.shape, pinned))
+        sites.append(
+            _Site("noise_std", "noise_std", "noise", "value", torch.Size((self.num_experts,)), False)
+        )
+        return tuple(sites)
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        """The latent sites of the marginalised model, in sampling order."""
+        return tuple(s.name for s in self._sites)
+
+    def pinned_sites(self) -> tuple[str, ...]:
+        """The gate sites whose last expert row is pinned to 0 (they hold K - 1 rows)."""
+        return tuple(s.name for s in self._sites if s.pinned)
+
+    def _check_priors(self, priors: Mapping[str, Any] | None) -> dict[str, dist.TorchDistribution]:
+        if priors is None:
+            return {}
+        if not isinstance(priors, Mapping):
+            raise ValueError(
+                f"'priors' must be a mapping of site or group names to distributions, got {priors!r}"
+            )
+        allowed = set(PRIOR_GROUPS) | set(self.site_names)
+        for key, value in priors.items():
+            if key not in allowed:
+                raise ValueError(f"'priors' has unknown key {key!r}; expected one of {sorted(allowed)}")
+            if (
+                not isinstance(value, torch.distributions.Distribution)
+                or value.batch_shape
+                or value.event_shape
+            ):
+                raise ValueError(f"'priors[{key!r}]' must be a scalar torch distribution, got {value!r}")
+        return dict(priors)
+
+    def _check_gate_output(self) -> None:
+        probe = next(self._modules["gate"].parameters(), None)  # type: ignore[union-attr]
+        dtype = probe.dtype if probe is not None else torch.get_default_dtype()
+        with torch.no_grad():
+            out = self._modules["gate"](torch.zeros(2, self.in_dim, dtype=dtype))  # type: ignore[misc]
+            means = self._modules["expert"](torch.zeros(2, self.in_dim, dtype=dtype))  # type: ignore[misc]
+        if not isinstance(out, Tensor) or out.shape != (2, self.num_experts):
+            raise ValueError(
+                f"'gate' must map (N, {self.in_dim}) to (N, {self.num_experts}), got output "
+                f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
+            )
+        if not isinstance(means, Tensor) or means.shape != (2, self.num_experts):
+            raise ValueError(f"'expert' must map (N, {self.in_dim}) to (N, {self.num_experts})")
+
+    def prior(self, site: str, dtype: torch.dtype | None = None, device: torch.device | None = None) -> Any:
+        """The prior of ``site`` expanded to its (free) shape, as a distribution with matching event dims."""
+        spec = next((s for s in self._sites if s.name == site), None)
+        if spec is None:
+            raise ValueError(f"'site' must be one of {self.site_names}, got {site!r}")
+        dtype = dtype or torch.get_default_dtype()
+        device = device or torch.device("cpu")
+        base = self.priors.get(spec.name, self.priors.get(spec.group))
+        base = (
+            _default_prior(spec.group, dtype, device)
+            if base is None
+            else _cast_distribution(base, dtype, device)
+        )
+        return base.expand(spec.free_shape).to_event(len(spec.free_shape))
+
+    # ------------------------------------------------------------------ evaluation
+    def _components(self, x: Tensor, values: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(π (N, K), expert means (N, K), σ (K,)) at the free site ``values``, interventions applied."""
+        params: dict[str, dict[str, Tensor]] = {"gate": {}, "expert": {}}
+        for spec in self._sites[:-1]:
+            params[spec.module][spec.param] = values[spec.name]
+        weights = functional_call(self._modules["gate"], params["gate"], (x,))  # type: ignore[arg-type]
+        weights = weights / weights.sum(-1, keepdim=True)  # DSelect-k may leak mass to unreachable codes
+        for intervention in self._interventions:
+            weights = intervention(weights)
+        means = functional_call(self._modules["expert"], params["expert"], (x,))  # type: ignore[arg-type]
+        return weights, means, values["noise_std"]
+
+    def point_values(self) -> dict[str, Tensor]:
+        """The point estimate (set by :meth:`fit`) as free site values, detached."""
+        out = {}
+        for spec in self._sites:
+            p = self._modules[spec.module].get_parameter(spec.param).detach()  # type: ignore[union-attr]
+            out[spec.name] = p
+        return out
+
+    def set_point_values(self, values: Mapping[str, Tensor]) -> None:
+        """Write free site ``values`` into the gate, expert and noise modules (pinned rows set to 0)."""
+        with torch.no_grad():
+            for spec in self._sites:
+                p = self._modules[spec.module].get_parameter(spec.param)  # type: ignore[union-attr]
+                v = torch.as_tensor(values[spec.name], dtype=p.dtype, device=p.device)
+                if v.shape != spec.free_shape:
+                    raise ValueError(
+                        f"'values[{spec.name!r}]' must have shape {tuple(spec.free_shape)}, "
+                        f"got {tuple(v.shape)}"
+                    )
+                p.copy_(v)
+
+    def _check_data(self, x: Any, y: Any) -> tuple[Tensor, Tensor | None]:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"'x' must be a floating-point tensor of shape (N, {self.in_dim})")
+        if x.dim() != 2 or x.shape[-1] != self.in_dim:
+            raise ValueError(f"'x' must have shape (N, {self.in_dim}), got {tuple(x.shape)}")
+        if is_concrete(x) and not bool(x.isfinite().all()):
+            raise ValueError("'x' contains NaN or inf")
+        y = Gaussian().validate(y, num_rows=x.shape[0], out_dim=1, dtype=x.dtype)
+        return x, y
+
+    # ------------------------------------------------------------------ Pyro model
+    def forward(self, x: Tensor, y: Tensor | None = None, total_size: int | None = None) -> Tensor:
+        """The Pyro model: latent gate/expert/noise sites, then ``obs`` (N, 1) observed at ``y`` (N,) or
+        (N, 1).
+
+        Returns the mixture mean Σ_k π_k(x) m_k(x), shape (N,).
+        """
+        x, y = self._check_data(x, y)
+        values = {s.name: pyro.sample(s.name, self.prior(s.name, x.dtype, x.device)) for s in self._sites}
+        weights, means, scale = self._components(x, values)
+        if self.enumerate:
+            n = x.shape[0]
+            size = n if total_size is None else total_size
+            with pyro.plate("data", size=size, subsample=torch.arange(n, device=x.device)):
+                z = pyro.sample("z", dist.Categorical(probs=weights), infer={"enumerate": "parallel"})
+                one_hot = nn.functional.one_hot(z, self.num_experts).to(x.dtype)
+                loc, sd = (one_hot * means).sum(-1), (one_hot * scale).sum(-1)
+                pyro.sample("obs", dist.Normal(loc, sd), obs=None if y is None else y[:, 0])
+        else:
+            mixture = MixtureLikelihood(_ExpertNormal(scale))
+            mixture.sample(
+                "obs", means.transpose(0, 1).unsqueeze(-1), y, weights=weights, total_size=total_size
+            )
+        return (weights * means).sum(-1)
+
+    # ------------------------------------------------------------------ point estimates
+    def log_likelihood(self, x: Tensor, y: Tensor, values: Mapping[str, Tensor] | None = None) -> Tensor:
+        """log p(y_i | x_i) per row (N,) at free site ``values`` (default: the point estimate)."""
+        x, yv = self._check_data(x, y)
+        assert yv is not None
+        vals = self.point_values() if values is None else values
+        weights, means, scale = self._components(x, vals)
+        return MixtureLikelihood(_ExpertNormal(scale)).log_prob(
+            means.transpose(0, 1).unsqueeze(-1), yv, weights
+        )
+
+    def predict(self, x: Tensor) -> dist.MixtureSameFamily:
+        """p(y | x) at the point estimate: ``MixtureSameFamily`` of the gate and the experts, batch shape
+        (N,)."""
+        x, _ = self._check_data(x, None)
+        with torch.no_grad():
+            weights, means, scale = self._components(x, self.point_values())
+        return dist.MixtureSameFamily(
+            dist.Categorical(probs=weights), dist.Normal(means, scale.expand_as(means))
+        )
+
+    def responsibilities(self, x: Tensor, y: Tensor, values: Mapping[str, Tensor] | None = None) -> Tensor:
+        """p(z = k | x, y) (N, K): π_k N(y; m_k, σ_k²) normalised; exactly 0 where π_k = 0."""
+        x, yv = self._check_data(x, y)
+        assert yv is not None
+        vals = self.point_values() if values is None else values
+        weights, means, scale = self._components(x, vals)
+        log_p = dist.Normal(means, scale).log_prob(yv)
+        shift = (
+            torch.where(weights > 0, log_p, torch.full_like(log_p, -math.inf)).amax(-1, keepdim=True).detach()
+        )
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        unnorm = weights * torch.exp((log_p - shift).clamp(max=80.0))
+        return unnorm / unnorm.sum(-1, keepdim=True)
+
+    @contextmanager
+    def intervened(self, intervention: Callable[[Tensor], Tensor]) -> Iterator[None]:
+        """Apply ``intervention`` (π (N, K) -> π') to the gate inside the block (see :func:`mask_experts`)."""
+        self._interventions.append(intervention)
+        try:
+            yield
+        finally:
+            self._interventions.remove(intervention)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        num_restarts: int = 5,
+        method: str = "mle",
+        max_iter: int = 500,
+        tol: float = 1e-9,
+        seed: int | None = None,
+    ) -> MoEFit:
+        """Maximum likelihood: argmax_θ Σ_i log p(y_i | x_i, θ), best of ``num_restarts`` random starts.
+
+        ``method="mle"`` maximises the marginal log-likelihood directly (L-BFGS with strong Wolfe line search,
+        in each site's unconstrained space); ``method="em"`` runs EM (Jordan & Jacobs, 1994): E-step the
+        responsibilities r_ik, M-step weighted least squares for linear experts and σ_k² = Σ_i r_ik (y_i -
+        m_ik)² /
+        Σ_i r_ik, and L-BFGS on Σ_ik r_ik log π_k(x_i) for the gate (and on the expected complete-data
+        log-likelihood for a custom expert module). Stops when the mean log-likelihood changes by < ``tol``.
+        The best estimate is written into the model (:meth:`point_values`).
+        """
+        from ._fit import fit_moe
+
+        check_int(num_restarts, "num_restarts")
+        check_int(max_iter, "max_iter")
+        if method not in ("mle", "em"):
+            raise ValueError(f"'method' must be 'mle' or 'em', got {method!r}")
+        x, yv = self._check_data(x, y)
+        if yv is None:
+            raise ValueError("'y' must be a tensor of targets, got None")
+        return fit_moe(
+            self, x, yv[:, 0], num_restarts=num_restarts, method=method, max_iter=max_iter, tol=tol, seed=seed
+        )
+
+    def unconstrained_transform(self, site: str) -> Any:
+        """The bijection from ℝ to the support of ``site``'s prior (identity for real-valued sites)."""
+        return biject_to(self.prior(site).support)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, num_experts={self.num_experts}, gate={self.gate_name!r}, "
+            f"pin_gate={self.pin_gate}, enumerate={self.enumerate}"
+        )
