@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .model import GaussianMoE, MoEFit
+from ._parts import LinearExperts, MoEFit
+
+# ``moe`` below is a GaussianMoE (typed Any: the model module imports this one)
+GaussianMoE = Any
 
 __all__ = ["fit_moe"]
 
@@ -65,8 +67,6 @@ def _initial_values(moe: GaussianMoE, x: Tensor, y: Tensor, gen: torch.Generator
     experts
     through K random data points with the least-squares slope (perturbed); σ_k = the least-squares residual
     sd."""
-    from .model import LinearExperts
-
     current = moe.point_values()
 
     def randn(shape: torch.Size) -> Tensor:
@@ -116,8 +116,6 @@ def _safe_log(p: Tensor) -> Tensor:
 def _em(
     moe: GaussianMoE, x: Tensor, y: Tensor, init: dict[str, Tensor], max_iter: int, tol: float
 ) -> tuple[dict[str, Tensor], int]:
-    from .model import LinearExperts
-
     values = {k: v.detach().clone() for k, v in init.items()}
     gate_sites = [s.name for s in moe._sites if s.group == "gate"]
     expert_sites = [s.name for s in moe._sites if s.group == "expert"] + ["noise_std"]
@@ -178,8 +176,6 @@ def fit_moe(
     seed: int | None,
 ) -> MoEFit:
     """See :meth:`GaussianMoE.fit`."""
-    from .model import MoEFit
-
     gen = torch.Generator()
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()))
     best: dict[str, Tensor] | None = None

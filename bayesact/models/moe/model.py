@@ -6,7 +6,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyro
@@ -21,7 +21,9 @@ from bayesact.infer import is_concrete
 from bayesact.priors._checks import check_int
 
 from ..likelihoods import Gaussian, Likelihood, MixtureLikelihood
+from ._fit import fit_moe
 from ._gating import build_gate, per_expert_gate_params
+from ._parts import LinearExperts, MoEFit, NoiseStd
 
 __all__ = ["GaussianMoE", "LinearExperts", "MoEFit"]
 
@@ -55,27 +57,6 @@ def _cast_distribution(prior: dist.TorchDistribution, dtype: torch.dtype, device
     return factory(**rebuilt)
 
 
-class LinearExperts(nn.Module):
-    """K linear experts, means m_k(x) = a_kᵀx + b_k: parameters ``weight`` (K, d) and ``bias`` (K,); output
-    (N, K)."""
-
-    def __init__(self, in_dim: int, num_experts: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(num_experts, in_dim))
-        self.bias = nn.Parameter(torch.zeros(num_experts))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x @ self.weight.transpose(-1, -2) + self.bias
-
-
-class _NoiseStd(nn.Module):
-    """The per-expert noise scales σ_k (K,), the point estimate used by fit/predict."""
-
-    def __init__(self, num_experts: int):
-        super().__init__()
-        self.value = nn.Parameter(torch.ones(num_experts))
-
-
 class _ExpertNormal(Likelihood):
     """y | f_k ~ N(f_k, σ_k²) for components stacked on dim 0 of f (K, N, 1), σ of shape (K,)."""
 
@@ -106,17 +87,6 @@ class _Site:
     def free_shape(self) -> torch.Size:
         """The site's shape: the parameter's (K - 1 rows for a pinned gate parameter)."""
         return self.shape
-
-
-@dataclass
-class MoEFit:
-    """The result of :meth:`GaussianMoE.fit`: the best restart's mean log-likelihood per row, every
-    restart's."""
-
-    log_likelihood: float
-    restarts: list[float] = field(default_factory=list)
-    method: str = "mle"
-    iterations: list[int] = field(default_factory=list)
 
 
 class GaussianMoE(PyroModule):
@@ -178,7 +148,7 @@ class GaussianMoE(PyroModule):
             self.expert = LinearExperts(in_dim, num_experts)
         else:
             raise ValueError(f"'expert' must be 'linear' or an nn.Module, got {expert!r}")
-        self.noise = _NoiseStd(num_experts)
+        self.noise = NoiseStd(num_experts)
         self.pin_gate = bool(getattr(self.gate, "pinned", False))
         if not isinstance(enumerate, bool):
             raise ValueError(f"'enumerate' must be a bool, got {enumerate!r}")
@@ -393,8 +363,6 @@ class GaussianMoE(PyroModule):
         log-likelihood for a custom expert module). Stops when the mean log-likelihood changes by < ``tol``.
         The best estimate is written into the model (:meth:`point_values`).
         """
-        from ._fit import fit_moe
-
         check_int(num_restarts, "num_restarts")
         check_int(max_iter, "max_iter")
         if method not in ("mle", "em"):
