@@ -5,6 +5,7 @@ Pyro model whose latent sites are continuous.
 """
 
 from bayesact.infer.checkpoint import resume
+from bayesact.infer.pfn_training import TrainResult, train_pfn
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.predictive import predictive
 from bayesact.infer.protocols import GibbsHook
@@ -14,5 +15,6 @@ from bayesact.infer.svi import SVIResult, svi
 from bayesact.infer.tracing import is_concrete
 
 __all__ = [
-    "GibbsHook", "Posterior", "SVIResult", "is_concrete", "mcmc", "predictive", "resume", "sghmc", "svi",
+    "GibbsHook", "Posterior", "SVIResult", "TrainResult", "is_concrete", "mcmc", "predictive", "resume",
+    "sghmc", "svi", "train_pfn",
 ]

@@ -3,6 +3,9 @@
 - :mod:`bayesact.priors.weight`: priors over an MLP's weights (``WeightPrior``, ``GaussianPrior``,
   ``HierarchicalPrior``);
 - :mod:`bayesact.priors.function`: priors over functions (the ``FunctionPrior`` protocol, ``GPPrior``);
+- :mod:`bayesact.priors.dataset`: priors over whole datasets (x, y) for training prior-fitted
+  networks (``DatasetPrior``, ``GPDatasetPrior``, ``PyroDatasetPrior``, ``HyperDatasetPrior``,
+  ``MixtureDatasetPrior``);
 - :mod:`bayesact.priors.fitting`: tuning a weight prior so that its network's functions match a function
   prior (``fit_functional_prior``, Wasserstein or NNGP matching, measurement-point samplers).
 
@@ -17,6 +20,13 @@ posterior_model = BNN(1, hidden=(100,), prior=fitted)
 ```
 """
 
+from .dataset import (
+    DatasetPrior,
+    GPDatasetPrior,
+    HyperDatasetPrior,
+    MixtureDatasetPrior,
+    PyroDatasetPrior,
+)
 from .fitting import (
     FittedPrior,
     HasActivation,
@@ -31,15 +41,20 @@ from .function import FunctionPrior, FunctionPriorWithCovariance, GPPrior
 from .weight import GaussianPrior, HierarchicalPrior, WeightPrior
 
 __all__ = [
+    "DatasetPrior",
     "FittedPrior",
     "FunctionPrior",
     "FunctionPriorWithCovariance",
+    "GPDatasetPrior",
     "GPPrior",
     "GaussianPrior",
     "HasActivation",
     "HasWeightPrior",
     "HierarchicalPrior",
+    "HyperDatasetPrior",
     "LipschitzCritic",
+    "MixtureDatasetPrior",
+    "PyroDatasetPrior",
     "WeightPrior",
     "WeightSpacePrior",
     "fit_functional_prior",
