@@ -12,7 +12,7 @@ from .likelihoods import (
     make_likelihood,
 )
 from .pfn import PFN, BarDistribution
-from .processes import GP, BurrXII, ScaleMixtureProcess, StudentTProcess
+from .processes import GP, BurrXII, ScaleMixtureProcess, StudentTProcess, StudentTProcessClassifier
 
 __all__ = [
     "BNN",
@@ -29,5 +29,6 @@ __all__ = [
     "ScaleMixtureProcess",
     "StudentT",
     "StudentTProcess",
+    "StudentTProcessClassifier",
     "make_likelihood",
 ]
