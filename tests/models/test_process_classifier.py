@@ -13,7 +13,7 @@ from pyro.infer import SVI, Trace_ELBO
 from torch.distributions import Gamma, MultivariateNormal, kl_divergence
 
 from bayesact.kernels import NNGPKernel
-from bayesact.models.processes import StudentTProcessClassifier
+from bayesact.models import StudentTProcessClassifier
 from bayesact.models.processes.classifier import kl_inverse_gamma
 
 
