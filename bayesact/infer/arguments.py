@@ -13,7 +13,7 @@ import math
 import operator
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -21,16 +21,22 @@ from torch import nn
 from bayesact.infer.potential import Potential
 
 __all__ = [
+    "RunInputs",
     "check_checkpoint_path",
     "check_init",
     "check_int",
+    "check_model",
     "check_observed",
     "check_positive",
     "check_seed",
+    "draw_seed",
     "keyword_options",
     "model_modules",
+    "move_arguments",
     "move_to",
     "nonfinite_arguments",
+    "place_arguments",
+    "prepare_run",
     "resolve_device",
     "resolve_device_dtype",
     "run_context",
@@ -55,6 +61,11 @@ def check_seed(seed: Any) -> int | None:
     if isinstance(seed, bool) or value < 0:
         raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
     return value
+
+
+def draw_seed(seed: int | None) -> int:
+    """``seed``, or a fresh one from torch's global random stream when it is None."""
+    return int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
 
 
 def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
@@ -111,6 +122,22 @@ def move_to(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
     return value
 
 
+def move_arguments(
+    args: tuple, kwargs: dict[str, Any], device: torch.device, dtype: torch.dtype
+) -> tuple[tuple, dict[str, Any]]:
+    """The model's arguments with tensors on ``device`` and floating tensors in ``dtype``."""
+    moved = {k: move_to(v, device, dtype) for k, v in kwargs.items()}
+    return tuple(move_to(a, device, dtype) for a in args), moved
+
+
+def place_arguments(
+    args: tuple, kwargs: dict[str, Any], device: Any, dtype: torch.dtype | None, model: Any = None
+) -> tuple[tuple, dict[str, Any], torch.device, torch.dtype]:
+    """The run's device and dtype (:func:`resolve_device_dtype`) and the arguments moved there."""
+    device_, dtype_ = resolve_device_dtype(args, kwargs, device, dtype, model)
+    return (*move_arguments(args, kwargs, device_, dtype_), device_, dtype_)
+
+
 @contextlib.contextmanager
 def run_context(model: Any, dtype: torch.dtype, device: torch.device) -> Iterator[None]:
     """Run with ``dtype`` as torch's default floating type (tracing, sampling, replays), so the
@@ -143,6 +170,16 @@ def run_context(model: Any, dtype: torch.dtype, device: torch.device) -> Iterato
         yield
     finally:
         torch.set_default_dtype(old)
+
+
+def check_model(
+    fn_name: str, model: Any, model_kwargs: dict[str, Any] | None, kwargs: dict[str, Any],
+    options: Sequence[str],
+) -> dict[str, Any]:
+    """Check that ``model`` is callable; return its keyword arguments (:func:`split_model_kwargs`)."""
+    if not callable(model):
+        raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    return split_model_kwargs(fn_name, model, model_kwargs, kwargs, options)
 
 
 def split_model_kwargs(
@@ -247,3 +284,30 @@ def check_init(potential: Potential, init: Any, num_chains: int) -> None:
 def keyword_options(fn: Callable[..., Any]) -> tuple[str, ...]:
     """The keyword-only parameters of ``fn`` (a sampler's options)."""
     return tuple(n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+class RunInputs(NamedTuple):
+    """A sampler's inputs once checked: the model's arguments on the run's device and dtype, the
+    seed (drawn when none was given) and the checkpoint path."""
+
+    args: tuple
+    kwargs: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    seed: int
+    checkpoint: str | None
+
+
+def prepare_run(
+    fn_name: str, model: Any, args: tuple, model_kwargs: dict[str, Any] | None, kwargs: dict[str, Any],
+    options: Sequence[str], *, device: Any, dtype: torch.dtype | None, seed: Any,
+    checkpoint: str | os.PathLike | None,
+) -> RunInputs:
+    """What :func:`~bayesact.infer.mcmc` and :func:`~bayesact.infer.sghmc` do with their inputs
+    before sampling: check the model (:func:`check_model`), the seed and the checkpoint path, and
+    move the arguments to the run's device and dtype (:func:`place_arguments`)."""
+    model_kwargs = check_model(fn_name, model, model_kwargs, kwargs, options)
+    seed = check_seed(seed)
+    path = check_checkpoint_path(checkpoint)
+    args, model_kwargs, device_, dtype_ = place_arguments(args, model_kwargs, device, dtype, model)
+    return RunInputs(args, model_kwargs, device_, dtype_, draw_seed(seed), path)

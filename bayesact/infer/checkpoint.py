@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from bayesact.infer.arguments import move_to, split_model_kwargs
+from bayesact.infer.arguments import move_arguments, split_model_kwargs
 from bayesact.infer.sites import site_value
 
 __all__ = [
@@ -457,8 +457,7 @@ def resume(
         model_kwargs = split_model_kwargs("resume", model, model_kwargs, kwargs, ("progress", "model_kwargs"))
     config = payload["config"]
     dtype, device = _dtype(config["dtype"]), torch.device(config["device"])
-    args = tuple(move_to(a, device, dtype) for a in args)
-    kwargs = {k: move_to(v, device, dtype) for k, v in (model_kwargs or {}).items()}
+    args, kwargs = move_arguments(args, model_kwargs or {}, device, dtype)
     # the data now; the latent sites in resume_mcmc / resume_sghmc, once the model is traced
     check_fingerprint(payload["fingerprint"], data_fingerprint(args, kwargs), path)
     return _RESUMERS[payload["format"]](payload, path, model, args, kwargs, progress)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from bayesact.infer.arguments import move_to, resolve_device_dtype, run_context, split_model_kwargs
+from bayesact.infer.arguments import move_arguments, resolve_device_dtype, run_context, split_model_kwargs
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
 from bayesact.infer.replay import replay_sites
@@ -99,8 +99,7 @@ def predictive(
         kwargs = split_model_kwargs("predictive", model, model_kwargs, kwargs, options)
     floats = tuple(v for v in posterior.samples.values() if v.is_floating_point())
     device, dtype = resolve_device_dtype(floats, {}, None, None)  # those of the draws
-    args = tuple(move_to(a, device, dtype) for a in args)
-    kwargs = {k: move_to(v, device, dtype) for k, v in kwargs.items()}
+    args, kwargs = move_arguments(args, kwargs, device, dtype)
     with torch.random.fork_rng(devices=[]), run_context(model, dtype, device):
         if seed is not None:
             torch.manual_seed(seed)

@@ -10,8 +10,8 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import pyro
 import pyro.poutine as poutine
@@ -29,27 +29,16 @@ from bayesact.infer.adaptation import (
     welford_update,
 )
 from bayesact.infer.arguments import (
-    check_checkpoint_path,
     check_init,
     check_int,
     check_observed,
     check_positive,
-    check_seed,
     keyword_options,
-    move_to,
     nonfinite_arguments,
-    resolve_device_dtype,
+    prepare_run,
     run_context,
-    split_model_kwargs,
 )
-from bayesact.infer.checkpoint import (
-    MCMC_FORMAT,
-    check_latent_sites,
-    checkpoint_payload,
-    from_plain,
-    register_format,
-    save_checkpoint,
-)
+from bayesact.infer.checkpoint import MCMC_FORMAT, register_format
 from bayesact.infer.compiled import compile_nuts_kernels
 from bayesact.infer.hmc_core import (
     Metric,
@@ -61,9 +50,10 @@ from bayesact.infer.hmc_core import (
     nonfinite_grad_report,
     nuts_transition,
 )
-from bayesact.infer.phases import Phase, run_phases, show_progress, warn_user
+from bayesact.infer.phases import Phase, show_progress, warn_user
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import Potential, build_potential
+from bayesact.infer.run import RunConfig, RunLoop, RunState, resume_run
 from bayesact.infer.sites import is_deterministic, site_dist, site_value
 
 __all__ = ["mcmc", "resume_mcmc"]
@@ -71,25 +61,18 @@ __all__ = ["mcmc", "resume_mcmc"]
 STAT_NAMES = (*TransitionStats._fields, "step_size", "lp")
 
 
-@dataclass
-class MCMCConfig:
+@dataclass(kw_only=True)
+class MCMCConfig(RunConfig):
     """Everything that fixes a run besides the model and its data."""
 
     method: str
-    num_chains: int
     num_warmup: int
-    num_samples: int
     target_accept: float
     max_tree_depth: int
     dense_mass: bool
     num_steps: int | None
     step_size: float | None
-    seed: int
-    dtype: torch.dtype
-    device: torch.device
     trajectory_length: float = 2 * math.pi
-    checkpoint_every: int = 100
-    capture: bool = True
     compile: bool = False
     sync_every: int | None = None
     max_delta_energy: float = 1000.0
@@ -97,32 +80,22 @@ class MCMCConfig:
     adapt_mass_matrix: bool = True
 
 
-@dataclass
-class SamplerState:
+@dataclass(kw_only=True)
+class SamplerState(RunState):
     """The complete state of a run between two iterations (what a checkpoint stores)."""
 
-    iteration: int
-    z: torch.Tensor
     potential: torch.Tensor
     grad: torch.Tensor
     step_size: torch.Tensor
     inverse_mass: torch.Tensor
     dual_averaging: DualAveragingState
     welford: WelfordState
-    generator_state: torch.Tensor
-    draws: torch.Tensor  # (C, S, D) unconstrained
-    stats: dict[str, torch.Tensor]  # (C, S) each
     num_gradient_calls: int = 0
     sampling_gradient_calls: int = 0
     chain_gradients: int = 0
     warmup_seconds: float = 0.0
-    sampling_seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------------------
-# argument checks (shared with sghmc and svi)
-# ------------------------------------------------------------------------------------------
 # ------------------------------------------------------------------------------------------
 # initialisation
 # ------------------------------------------------------------------------------------------
@@ -178,8 +151,7 @@ def _initial_position(
     z = torch.empty(c, d, dtype=cfg.dtype, device=cfg.device)
     bad = torch.ones(c, dtype=torch.bool, device=cfg.device)
     for _ in range(100):
-        fresh = torch.rand(c, d, generator=gen, dtype=cfg.dtype, device=cfg.device) * 4 - 2
-        z = torch.where(bad[:, None], fresh, z)
+        z = torch.where(bad[:, None], cfg.uniform_start(d, gen), z)
         u, g = potential.value_and_grad(z)
         bad = ~(torch.isfinite(u) & torch.isfinite(g).all(-1))
         if not bool(bad.any()):
@@ -202,29 +174,17 @@ def _new_state(
         step = find_reasonable_step_size(
             z, u, g, step, make_metric(inverse_mass), potential.value_and_grad, gen,
         )
-    draws = torch.full((c, cfg.num_samples, d), math.nan, dtype=cfg.dtype, device=cfg.device)
-    stats: dict[str, torch.Tensor] = {}
-    for name in STAT_NAMES:
-        if name in ("diverging", "reached_max_treedepth"):
-            stats[name] = torch.zeros(c, cfg.num_samples, dtype=torch.bool, device=cfg.device)
-        elif name in ("num_steps", "tree_depth"):
-            stats[name] = torch.zeros(c, cfg.num_samples, dtype=torch.long, device=cfg.device)
-        elif name == "nonfinite_grad":  # flat index of the bad component, -1 if none
-            stats[name] = torch.full((c, cfg.num_samples), -1, dtype=torch.long, device=cfg.device)
-        else:
-            stats[name] = torch.full((c, cfg.num_samples), math.nan, dtype=cfg.dtype, device=cfg.device)
+    stats = cfg.empty_stats(STAT_NAMES)
+    for name in ("diverging", "reached_max_treedepth"):
+        stats[name] = torch.zeros(c, cfg.num_samples, dtype=torch.bool, device=cfg.device)
+    for name in ("num_steps", "tree_depth"):
+        stats[name] = torch.zeros(c, cfg.num_samples, dtype=torch.long, device=cfg.device)
+    # the flat index of the first non-finite gradient component, -1 if none
+    stats["nonfinite_grad"] = torch.full((c, cfg.num_samples), -1, dtype=torch.long, device=cfg.device)
     return SamplerState(
-        iteration=0,
-        z=z,
-        potential=u,
-        grad=g,
-        step_size=step,
-        inverse_mass=inverse_mass,
-        dual_averaging=dual_averaging_init(step),
-        welford=welford_init(c, d, cfg.dense_mass, z),
-        generator_state=gen.get_state(),
-        draws=draws,
-        stats=stats,
+        iteration=0, z=z, potential=u, grad=g, step_size=step, inverse_mass=inverse_mass,
+        dual_averaging=dual_averaging_init(step), welford=welford_init(c, d, cfg.dense_mass, z),
+        generator_state=gen.get_state(), draws=cfg.empty_draws(d), stats=stats,
     )
 
 
@@ -315,101 +275,77 @@ def _adapt(
     return metric
 
 
-class _Run:
-    """One vectorized run: the potential, the config and the mutable sampler state."""
+class _Run(RunLoop):
+    """One vectorized NUTS/HMC run: warmup (adaptation), then sampling."""
 
-    def __init__(
-        self,
-        potential: Potential,
-        cfg: MCMCConfig,
-        state: SamplerState,
-        args: tuple,
-        kwargs: dict,
-        checkpoint: str | None,
-    ) -> None:
-        self.potential = potential
-        self.cfg = cfg
-        self.state = state
-        self.args = args
-        self.kwargs = kwargs
-        self.checkpoint = checkpoint
+    format = MCMC_FORMAT
+    config_type = MCMCConfig
+    state_type = SamplerState
+    bar_options: ClassVar[dict[str, Any]] = {"dynamic_ncols": True}
+    cfg: MCMCConfig
+    state: SamplerState
+
+    @classmethod
+    def rebuild(
+        cls, cfg: MCMCConfig, state: SamplerState, model: Callable[..., Any], args: tuple, kwargs: dict,
+        checkpoint: str,
+    ) -> _Run:
+        return cls(_potential(model, args, kwargs, cfg), cfg, state, model, args, kwargs, checkpoint)
 
     def run(self, progress: bool) -> Posterior:
         cfg = self.cfg
-        gen = torch.Generator(device=cfg.device)
-        gen.set_state(self.state.generator_state)
-        grad_fn = _Counter(self.potential.value_and_grad)
-        metric = make_metric(self.state.inverse_mass)
-        kernels = None
+        self.progress = progress
+        self.grad_fn = _Counter(self.potential.value_and_grad)
+        self.metric = make_metric(self.state.inverse_mass)
+        self.kernels: NutsKernels | None = None
         if cfg.compile and cfg.method == "nuts" and self.potential.graph is not None:
-            kernels = self._compile_kernels(grad_fn)
-        windows = adaptation_windows(cfg.num_warmup)
-        total = cfg.num_warmup + cfg.num_samples
-        interrupted = False
-        divergences = 0
-        calls0 = grad_fn.calls
+            self.kernels = self._compile_kernels(self.grad_fn)
+        self.windows = adaptation_windows(cfg.num_warmup)
+        self.divergences = 0
+        self.calls0 = self.grad_fn.calls
+        return super().run(progress)
 
-        def advance(phase: Phase, bar: tqdm) -> bool:
-            nonlocal metric, divergences
-            state = self.state
-            (z, u, g), stats = _transition(state, metric, cfg, grad_fn, gen, kernels)
-            new_state = SamplerState(**{**state.__dict__, "z": z, "potential": u, "grad": g})
-            if phase.name == "warmup":
-                metric = _adapt(new_state, stats, metric, cfg, windows, grad_fn, gen)
-            else:
-                k = new_state.iteration - cfg.num_warmup
-                new_state.draws[:, k] = z
-                for name in TransitionStats._fields:
-                    new_state.stats[name][:, k] = getattr(stats, name)
-                new_state.stats["step_size"][:, k] = new_state.step_size
-                new_state.stats["lp"][:, k] = -u
-                new_state.chain_gradients += int(stats.num_steps.sum())
-            new_state.iteration += 1
-            new_state.generator_state = gen.get_state()
-            self.state = state = new_state
-            divergences += int(stats.diverging.sum()) if progress else 0
-            bar.update(1)
-            if progress and state.iteration % 10 == 0:
-                bar.set_postfix(step=f"{float(state.step_size.mean()):.2e}", div=divergences,
-                                refresh=False)
-            if self.checkpoint and state.iteration % cfg.checkpoint_every == 0:
-                self.save()
-            return True
+    def phases(self) -> list[Phase]:
+        warmup = self.cfg.num_warmup
+        return [Phase("warmup", 0, warmup), Phase("sample", warmup, warmup + self.cfg.num_samples)]
 
-        def on_phase_end(phase: Phase, seconds: float) -> None:
-            nonlocal divergences, calls0
-            state = self.state
-            calls = grad_fn.calls - calls0
-            if phase.name == "warmup":
-                state.warmup_seconds += seconds
-            else:
-                state.sampling_seconds += seconds
-                state.sampling_gradient_calls += calls
-            state.num_gradient_calls += calls
-            divergences, calls0 = 0, grad_fn.calls
+    def advance(self, phase: Phase, bar: tqdm) -> bool:
+        cfg, gen = self.cfg, self.generator
+        (z, u, g), stats = _transition(self.state, self.metric, cfg, self.grad_fn, gen, self.kernels)
+        state = replace(self.state, z=z, potential=u, grad=g)
+        if phase.name == "warmup":
+            self.metric = _adapt(state, stats, self.metric, cfg, self.windows, self.grad_fn, gen)
+        else:
+            k = state.iteration - cfg.num_warmup
+            state.draws[:, k] = z
+            for name in TransitionStats._fields:
+                state.stats[name][:, k] = getattr(stats, name)
+            state.stats["step_size"][:, k] = state.step_size
+            state.stats["lp"][:, k] = -u
+            state.chain_gradients += int(stats.num_steps.sum())
+        state.iteration += 1
+        self.state = state
+        self.divergences += int(stats.diverging.sum()) if self.progress else 0
+        bar.update(1)
+        if self.progress and state.iteration % 10 == 0:
+            bar.set_postfix(step=f"{float(state.step_size.mean()):.2e}", div=self.divergences, refresh=False)
+        return True
 
-        phases = [Phase("warmup", 0, cfg.num_warmup), Phase("sample", cfg.num_warmup, total)]
-        try:
-            run_phases(phases, lambda: self.state.iteration, advance, on_phase_end, progress,
-                       dynamic_ncols=True)
-        except KeyboardInterrupt:
-            interrupted = True
-            warn_user(
-                f"sampling interrupted after {self.state.iteration} of {total} iterations; "
-                "returning the draws made so far"
-                + (f" (checkpoint saved to {self.checkpoint})" if self.checkpoint else "")
-            )
-        if self.checkpoint:
-            self.save()
-        return self.posterior(interrupted)
+    def phase_done(self, phase: Phase, seconds: float) -> None:
+        state = self.state
+        calls = self.grad_fn.calls - self.calls0
+        if phase.name == "warmup":
+            state.warmup_seconds += seconds
+        else:
+            state.sampling_seconds += seconds
+            state.sampling_gradient_calls += calls
+        state.num_gradient_calls += calls
+        self.divergences, self.calls0 = 0, self.grad_fn.calls
 
-    def save(self) -> None:
-        """Write the checkpoint (configuration, state, model reference; plain data only)."""
-        latent = {s.name: s.shape for s in self.potential.sites}
-        payload = checkpoint_payload(
-            MCMC_FORMAT, self.cfg, self.state, self.potential.model, self.args, self.kwargs, latent
-        )
-        save_checkpoint(str(self.checkpoint), payload)
+    def interrupt_message(self) -> str:
+        total = self.cfg.num_warmup + self.cfg.num_samples
+        return (f"sampling interrupted after {self.state.iteration} of {total} iterations; "
+                "returning the draws made so far")
 
     def _compile_kernels(self, counter: _Counter) -> NutsKernels | None:
         """The NUTS leaf, pair and boundary steps compiled with the captured gradient inlined;
@@ -431,9 +367,7 @@ class _Run:
     def posterior(self, interrupted: bool) -> Posterior:
         cfg, state = self.cfg, self.state
         done = max(0, state.iteration - cfg.num_warmup)
-        draws = state.draws[:, :done]
-        samples = {k: v.detach() for k, v in self.potential.constrain(draws).items()}
-        stats = {k: v[:, :done].clone() for k, v in state.stats.items()}
+        samples, stats = self.kept(slice(0, done))
         if cfg.method == "hmc":
             stats.pop("tree_depth")
             stats.pop("reached_max_treedepth")
@@ -444,13 +378,12 @@ class _Run:
             warn_user(f"{nonfinite} transitions after warmup hit a non-finite gradient at a finite "
                       f"potential (per site: {per_site}); they diverged and the posterior there is "
                       "not explored: check the model's gradient (see sample_stats['nonfinite_grad'])")
-        info = {
+        compiled = "compile_seconds" in state.info
+        return self.assemble(samples, stats, {
             "nonfinite_grad": nonfinite,
             "nonfinite_grad_sites": per_site,
-            "engine": "bayesact",
             "method": cfg.method,
-            "potential_mode": self.potential.mode
-            + ("+compiled_leaf" if "compile_seconds" in state.info else ""),
+            "potential_mode": self.potential.mode + ("+compiled_leaf" if compiled else ""),
             "compile_seconds": state.info.get("compile_seconds", 0.0),
             "num_warmup": cfg.num_warmup,
             "num_samples": cfg.num_samples,
@@ -462,18 +395,7 @@ class _Run:
             "sampling_gradient_calls": state.sampling_gradient_calls,
             "chain_gradients": state.chain_gradients,
             "inverse_mass": state.inverse_mass.detach().cpu(),
-            "seed": cfg.seed,
-            "checkpoint": self.checkpoint,
-        }
-        posterior = Posterior(
-            samples, stats, model=self.potential.model, args=self.args, kwargs=self.kwargs,
-            observed=self.potential.observed, info=info,
-        )
-        if any(
-            is_deterministic(s) for s in self.potential.prior_trace.nodes.values()
-        ):
-            posterior.add_deterministic_sites()
-        return posterior
+        })
 
 
 # ------------------------------------------------------------------------------------------
@@ -579,9 +501,6 @@ def mcmc(
             finite potential (naming the arguments and sites with non-finite values).
         TypeError: a keyword argument that is neither an option nor a parameter of the model.
     """
-    if not callable(model):
-        raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
-    model_kwargs = split_model_kwargs("mcmc", model, model_kwargs, kwargs, MCMC_OPTIONS)
     if method not in ("nuts", "hmc"):
         raise ValueError(f"method must be 'nuts' or 'hmc', got {method!r}")
     if chain_method not in ("vectorized", "sequential"):
@@ -603,15 +522,12 @@ def mcmc(
         check_positive("step_size", step_size)
     trajectory_length = check_positive("trajectory_length", trajectory_length)
     max_delta_energy = check_positive("max_delta_energy", max_delta_energy, allow_inf=True)
-    seed = check_seed(seed)
     if chain_method == "sequential" and checkpoint is not None:
         raise ValueError("checkpoint= needs chain_method='vectorized'")
-    path = check_checkpoint_path(checkpoint)
-    device_, dtype_ = resolve_device_dtype(args, model_kwargs, device, dtype, model)
-    args = tuple(move_to(a, device_, dtype_) for a in args)
-    model_kwargs = {k: move_to(v, device_, dtype_) for k, v in model_kwargs.items()}
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    args, model_kwargs, device_, dtype_, seed, path = prepare_run(
+        "mcmc", model, args, model_kwargs, kwargs, MCMC_OPTIONS, device=device, dtype=dtype, seed=seed,
+        checkpoint=checkpoint,
+    )
     with run_context(model, dtype_, device_):
         if engine == "pyro":
             from bayesact.infer.pyro_engine import run_pyro_mcmc
@@ -626,23 +542,21 @@ def mcmc(
             )
             warn_divergences(post.sample_stats["diverging"])
             return post
-        options: dict[str, Any] = dict(
-            trajectory_length=trajectory_length, checkpoint_every=checkpoint_every, capture=bool(capture),
-            compile=bool(compile), sync_every=sync_every, max_delta_energy=max_delta_energy,
+        fixed: dict[str, Any] = dict(
+            method=method, num_warmup=num_warmup, num_samples=num_samples, target_accept=float(target_accept),
+            max_tree_depth=max_tree_depth, dense_mass=dense_mass, num_steps=num_steps, step_size=step_size,
+            dtype=dtype_, device=device_, trajectory_length=trajectory_length,
+            checkpoint_every=checkpoint_every, capture=bool(capture), compile=bool(compile),
+            sync_every=sync_every, max_delta_energy=max_delta_energy,
             adapt_step_size=bool(adapt_step_size), adapt_mass_matrix=bool(adapt_mass_matrix),
         )
         if chain_method == "sequential":
             post = _sequential(model, args, model_kwargs, init, progress, [
-                MCMCConfig(method, 1, num_warmup, num_samples, float(target_accept), max_tree_depth,
-                           dense_mass, num_steps, step_size, seed + chain, dtype_, device_, **options)
-                for chain in range(num_chains)
+                MCMCConfig(num_chains=1, seed=seed + chain, **fixed) for chain in range(num_chains)
             ])
             warn_divergences(post.sample_stats["diverging"])
             return post
-        cfg = MCMCConfig(
-            method, num_chains, num_warmup, num_samples, float(target_accept), max_tree_depth,
-            dense_mass, num_steps, step_size, seed, dtype_, device_, **options,
-        )
+        cfg = MCMCConfig(num_chains=num_chains, seed=seed, **fixed)
         post = _start(model, args, model_kwargs, cfg, init, path, progress)
     warn_divergences(post.sample_stats["diverging"])
     return post
@@ -690,10 +604,7 @@ def _start(
     model: Callable, args: tuple, kwargs: dict, cfg: MCMCConfig, init: Any,
     checkpoint: str | None, progress: bool, chain: tuple[int, int] | None = None,
 ) -> Posterior:
-    potential = build_potential(
-        model, args, kwargs, dtype=cfg.dtype, device=cfg.device, num_chains=cfg.num_chains,
-        capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
-    )
+    potential = _potential(model, args, kwargs, cfg)
     check_observed(potential)
     if chain is None:
         check_init(potential, init, cfg.num_chains)
@@ -702,7 +613,14 @@ def _start(
         init = _chain_slice(potential, init, *chain)
     gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     state = _new_state(potential, cfg, init, gen)
-    return _Run(potential, cfg, state, args, kwargs, checkpoint).run(progress)
+    return _Run(potential, cfg, state, model, args, kwargs, checkpoint).run(progress)
+
+
+def _potential(model: Callable, args: tuple, kwargs: dict, cfg: MCMCConfig) -> Potential:
+    return build_potential(
+        model, args, kwargs, dtype=cfg.dtype, device=cfg.device, num_chains=cfg.num_chains,
+        capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
+    )
 
 
 def _chain_slice(potential: Potential, init: Any, chain: int, num_chains: int) -> Any:
@@ -722,15 +640,7 @@ def resume_mcmc(
 ) -> Posterior:
     """Continue the :func:`mcmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`, which
     has moved ``args`` and ``model_kwargs`` to the run's device and dtype to check them)."""
-    cfg: MCMCConfig = from_plain(MCMCConfig, payload["config"])
-    with run_context(model, cfg.dtype, cfg.device):
-        potential = build_potential(
-            model, args, model_kwargs, dtype=cfg.dtype, device=cfg.device,
-            num_chains=cfg.num_chains, capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
-        )
-        check_latent_sites(payload, {s.name: s.shape for s in potential.sites}, path)
-        state: SamplerState = from_plain(SamplerState, payload["state"])
-        post = _Run(potential, cfg, state, args, model_kwargs, path).run(progress)
+    post = resume_run(_Run, payload, path, model, args, model_kwargs, progress)
     warn_divergences(post.sample_stats["diverging"])
     return post
 

@@ -24,63 +24,47 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
 
 import torch
 from tqdm.auto import tqdm
 
 from bayesact.infer.arguments import (
-    check_checkpoint_path,
     check_init,
     check_int,
     check_observed,
     check_positive,
-    check_seed,
     keyword_options,
     move_to,
     nonfinite_arguments,
-    resolve_device_dtype,
+    prepare_run,
     run_context,
-    split_model_kwargs,
 )
-from bayesact.infer.checkpoint import (
-    SGHMC_FORMAT,
-    check_latent_sites,
-    checkpoint_payload,
-    from_plain,
-    register_format,
-    save_checkpoint,
-)
+from bayesact.infer.checkpoint import SGHMC_FORMAT, register_format
 from bayesact.infer.minibatch import MinibatchPotential
-from bayesact.infer.phases import Phase, run_phases, warn_user
+from bayesact.infer.phases import Phase, warn_user
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.protocols import GibbsHook
 from bayesact.infer.replay import replay_sites
+from bayesact.infer.run import RunConfig, RunLoop, RunState, resume_run
 from bayesact.infer.sites import is_deterministic
 
 __all__ = ["SGHMCConfig", "SGHMCState", "adapt_preconditioner", "resume_sghmc", "sghmc", "sghmc_step"]
 
 
-@dataclass
-class SGHMCConfig:
+@dataclass(kw_only=True)
+class SGHMCConfig(RunConfig):
     """Everything that fixes an SGHMC run besides the model and its data."""
 
-    num_chains: int
     num_burnin: int
-    num_samples: int
     thinning: int
     batch_size: int
     step_size: float
     momentum_decay: float
     num_discard: int
     gibbs_every: int
-    seed: int
-    dtype: torch.dtype
-    device: torch.device
     clip_grad_norm: float | None = None
-    checkpoint_every: int = 1000
-    capture: bool = True
     predict: tuple | None = None
 
     @property
@@ -88,22 +72,15 @@ class SGHMCConfig:
         return self.num_burnin + self.num_samples * self.thinning
 
 
-@dataclass
-class SGHMCState:
+@dataclass(kw_only=True)
+class SGHMCState(RunState):
     """The complete state of an SGHMC run between two steps (what a checkpoint stores)."""
 
-    iteration: int
-    z: torch.Tensor  # (C, D) unconstrained position
     v: torch.Tensor  # (C, D) velocity
     tau: torch.Tensor  # (C, D) adaptation window
     grad_avg: torch.Tensor  # (C, D) running mean of g
     grad_sq_avg: torch.Tensor  # (C, D) running mean of g², V̂
-    generator_state: torch.Tensor
-    draws: torch.Tensor  # (C, S, D)
-    stats: dict[str, torch.Tensor]  # (C, S) each
     burnin_seconds: float = 0.0
-    sampling_seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def sghmc_step(
@@ -143,28 +120,40 @@ def adapt_preconditioner(
     return new_tau, torch.lerp(grad_avg, grad, r), torch.lerp(grad_sq_avg, grad.square(), r)
 
 
-class _SGHMCRun:
-    """One vectorized SGHMC run: the minibatch potential, the config and the mutable state."""
+class _SGHMCRun(RunLoop):
+    """One vectorized SGHMC run: burn-in (adapting M⁻¹), then sampling every ``thinning`` steps."""
+
+    format = SGHMC_FORMAT
+    config_type = SGHMCConfig
+    state_type = SGHMCState
+    bar_options: ClassVar[dict[str, Any]] = {"mininterval": 0.5}
+    cfg: SGHMCConfig
+    state: SGHMCState
 
     def __init__(
         self, mb: MinibatchPotential, cfg: SGHMCConfig, state: SGHMCState, model: Callable[..., Any],
         args: tuple, kwargs: dict, checkpoint: str | None,
     ) -> None:
+        super().__init__(mb.potential, cfg, state, model, args, kwargs, checkpoint)
         self.mb = mb
-        self.cfg = cfg
-        self.state = state
-        self.model = model
-        self.args = args
-        self.kwargs = kwargs
-        self.checkpoint = checkpoint
         pot = mb.potential
         self.gibbs_sites = [s for s in pot.sites if s.name in _gibbs_names(model)]
         moving = torch.ones(pot.dim, dtype=cfg.dtype, device=cfg.device)
         for s in self.gibbs_sites:
             moving[s.offset : s.offset + s.size] = 0.0
         self.moving = moving if self.gibbs_sites else None
-        self.stream: torch.Tensor | None = None
         self.first_bad = torch.zeros((), dtype=torch.long, device=cfg.device)
+        self.nonfinite_at: int | None = None
+        self.inverse_mass = state.grad_sq_avg.rsqrt()
+
+    @classmethod
+    def rebuild(
+        cls, cfg: SGHMCConfig, state: SGHMCState, model: Callable[..., Any], args: tuple, kwargs: dict,
+        checkpoint: str,
+    ) -> _SGHMCRun:
+        mb = MinibatchPotential(model, args, kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype, cfg.device,
+                                capture=cfg.capture)
+        return cls(mb, cfg, state, model, args, kwargs, checkpoint)
 
     # -- pieces of a step ------------------------------------------------------------------
     def _gradient(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,66 +191,39 @@ class _SGHMCRun:
         st.stats["grad_norm"][:, index] = torch.linalg.vector_norm(g, dim=-1)
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, progress: bool) -> Posterior:
-        cfg, st = self.cfg, self.state
-        gen = torch.Generator(device=cfg.device)
-        gen.set_state(st.generator_state)
-        interrupted = False
-        nonfinite_at: int | None = None
-        inverse_mass = st.grad_sq_avg.rsqrt()
+    def phases(self) -> list[Phase]:
+        cfg = self.cfg
+        return [Phase("burn-in", 0, cfg.num_burnin, "sghmc burn-in"),
+                Phase("sampling", cfg.num_burnin, cfg.num_steps, "sghmc sampling")]
 
-        def advance(phase: Phase, bar: tqdm) -> bool:
-            nonlocal inverse_mass, nonfinite_at
-            burnin = phase.name == "burn-in"
-            nonfinite_at = self._step(gen, inverse_mass, burnin)
-            if nonfinite_at is not None:
-                return False
-            if burnin:
-                inverse_mass = st.grad_sq_avg.rsqrt()
-            if st.iteration % 100 == 0 or st.iteration == phase.end:
-                bar.update(st.iteration - phase.begin - bar.n)
-            if self.checkpoint and st.iteration % cfg.checkpoint_every == 0:
-                st.generator_state = gen.get_state()
-                self.save()
-            return True
+    def advance(self, phase: Phase, bar: tqdm) -> bool:
+        st = self.state
+        burnin = phase.name == "burn-in"
+        self.nonfinite_at = self._step(self.generator, self.inverse_mass, burnin)
+        if self.nonfinite_at is not None:
+            return False
+        if burnin:
+            self.inverse_mass = st.grad_sq_avg.rsqrt()
+        if st.iteration % 100 == 0 or st.iteration == phase.end:
+            bar.update(st.iteration - phase.begin - bar.n)
+        return True
 
-        def on_phase_end(phase: Phase, seconds: float) -> None:
-            if phase.name == "burn-in":
-                st.burnin_seconds += seconds
-            else:
-                st.sampling_seconds += seconds
+    def phase_done(self, phase: Phase, seconds: float) -> None:
+        if phase.name == "burn-in":
+            self.state.burnin_seconds += seconds
+        else:
+            self.state.sampling_seconds += seconds
 
-        phases = [Phase("burn-in", 0, cfg.num_burnin, "sghmc burn-in"),
-                  Phase("sampling", cfg.num_burnin, cfg.num_steps, "sghmc sampling")]
-        try:
-            run_phases(phases, lambda: st.iteration, advance, on_phase_end, progress,
-                       mininterval=0.5)
-        except KeyboardInterrupt:
-            interrupted = True
-            if self.stream is not None:
-                gen.set_state(self.stream)  # the unfinished step is redone on resume
-        st.generator_state = gen.get_state()
-        if interrupted:
-            warn_user(
-                f"sghmc interrupted at step {st.iteration} of {cfg.num_steps}: returning the "
-                "draws so far" + (f" (checkpoint saved to {self.checkpoint})" if self.checkpoint else "")
-            )
-        if nonfinite_at is not None:
-            warn_user(
-                f"sghmc stopped at step {nonfinite_at}: a chain's potential or position became "
-                "non-finite (lower step_size or set clip_grad_norm); returning the draws before it"
-            )
-        elif self.checkpoint:
-            self.save()
-        return self.posterior(interrupted, nonfinite_at)
+    def interrupt_message(self) -> str:
+        return (f"sghmc interrupted at step {self.state.iteration} of {self.cfg.num_steps}: returning the "
+                "draws so far")
 
     def _step(self, gen: torch.Generator, inverse_mass: torch.Tensor, burnin: bool) -> int | None:
         """One SGHMC step (and Gibbs / record when due); the step index if it went non-finite.
 
         The state is replaced only when the step completes, so an interrupted step is redone
-        on resume from the same random stream (``self.stream``)."""
+        on resume from the same random stream (see :class:`~bayesact.infer.run.RunLoop`)."""
         cfg, st = self.cfg, self.state
-        self.stream = gen.get_state()
         u, g = self._gradient(gen)
         adapted = adapt_preconditioner(st.tau, st.grad_avg, st.grad_sq_avg, g) if burnin else None
         noise = torch.randn(st.z.shape, generator=gen, dtype=cfg.dtype, device=cfg.device)
@@ -283,26 +245,18 @@ class _SGHMCRun:
         if adapted is not None:
             st.tau, st.grad_avg, st.grad_sq_avg = adapted
         st.z, st.v, st.iteration = z, v, step
-        self.stream = None
         return None
 
-    def save(self) -> None:
-        """Write the checkpoint (configuration, state, model reference; plain data only)."""
-        latent = {s.name: s.shape for s in self.mb.potential.sites}
-        payload = checkpoint_payload(SGHMC_FORMAT, self.cfg, self.state, self.model,
-                                     self.args, self.kwargs, latent)
-        save_checkpoint(str(self.checkpoint), payload)
-
-    def posterior(self, interrupted: bool, nonfinite_at: int | None) -> Posterior:
-        cfg, st = self.cfg, self.state
+    def posterior(self, interrupted: bool) -> Posterior:
+        cfg, st, pot = self.cfg, self.state, self.potential
+        if self.nonfinite_at is not None:
+            warn_user(
+                f"sghmc stopped at step {self.nonfinite_at}: a chain's potential or position became "
+                "non-finite (lower step_size or set clip_grad_norm); returning the draws before it"
+            )
         done = max(0, min(cfg.num_samples, (st.iteration - cfg.num_burnin) // cfg.thinning))
-        keep = slice(min(cfg.num_discard, done), done)
-        draws = st.draws[:, keep]
-        samples = {k: v.detach() for k, v in self.mb.potential.constrain(draws).items()}
-        stats = {k: v[:, keep].clone() for k, v in st.stats.items()}
-        pot = self.mb.potential
-        info = {
-            "engine": "bayesact",
+        samples, stats = self.kept(slice(min(cfg.num_discard, done), done))
+        posterior = self.assemble(samples, stats, {
             "method": "sghmc",
             "potential_mode": pot.mode,
             "minibatch": "per_chain" if self.mb.per_chain else "shared",
@@ -316,20 +270,12 @@ class _SGHMCRun:
             "draws_done": done,
             "steps_done": st.iteration,
             "interrupted": interrupted,
-            "nonfinite_at": nonfinite_at,
+            "nonfinite_at": self.nonfinite_at,
             "burnin_seconds": st.burnin_seconds,
             "sampling_seconds": st.sampling_seconds,
             "inverse_mass": st.grad_sq_avg.rsqrt().detach().cpu(),
-            "seed": cfg.seed,
-            "checkpoint": self.checkpoint,
-        }
-        posterior = Posterior(samples, stats, model=self.model, args=self.args, kwargs=self.kwargs,
-                              observed=pot.observed, info=info)
-        if draws.shape[1] == 0:
-            return posterior
-        if any(is_deterministic(s) for s in pot.prior_trace.nodes.values()):
-            posterior.add_deterministic_sites()
-        if cfg.predict is not None:
+        })
+        if cfg.predict is not None and posterior.num_draws > 0:
             site, *test_args = cfg.predict
             latent = {s.name: samples[s.name] for s in pot.sites}
             out = replay_sites(self.model, tuple(test_args), self.kwargs, latent)["deterministic"]
@@ -385,18 +331,12 @@ def _new_state(mb: MinibatchPotential, cfg: SGHMCConfig, init: Any, gen: torch.G
     pot = mb.potential
     c, d = cfg.num_chains, pot.dim
     check_init(pot, init, c)
-    if isinstance(init, dict):
-        z = pot.unconstrain(init, (c,))
-    else:
-        z = torch.rand(c, d, generator=gen, dtype=cfg.dtype, device=cfg.device) * 4 - 2
+    z = pot.unconstrain(init, (c,)) if isinstance(init, dict) else cfg.uniform_start(d, gen)
     ones = torch.ones(c, d, dtype=cfg.dtype, device=cfg.device)
-    stats = {name: torch.full((c, cfg.num_samples), math.nan, dtype=cfg.dtype, device=cfg.device)
-             for name in ("lp", "step_size", "grad_norm")}
     return SGHMCState(
         iteration=0, z=z, v=torch.zeros_like(z), tau=ones.clone(), grad_avg=ones.clone(),
-        grad_sq_avg=ones.clone(), generator_state=gen.get_state(),
-        draws=torch.full((c, cfg.num_samples, d), math.nan, dtype=cfg.dtype, device=cfg.device),
-        stats=stats,
+        grad_sq_avg=ones.clone(), generator_state=gen.get_state(), draws=cfg.empty_draws(d),
+        stats=cfg.empty_stats(("lp", "step_size", "grad_norm")),
     )
 
 
@@ -488,9 +428,6 @@ def sghmc(
             ``args``, or a bad ``predict``.
         TypeError: a keyword argument that is neither an option nor a parameter of the model.
     """
-    if not callable(model):
-        raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
-    model_kwargs = split_model_kwargs("sghmc", model, model_kwargs, kwargs, SGHMC_OPTIONS)
     check_int("num_chains", num_chains, 1)
     check_int("num_burnin", num_burnin, 0)
     check_int("num_samples", num_samples, 1)
@@ -506,17 +443,15 @@ def sghmc(
         raise ValueError(f"momentum_decay must lie in (0, 1), got {momentum_decay!r}")
     if clip_grad_norm is not None:
         clip_grad_norm = check_positive("clip_grad_norm", clip_grad_norm)
-    seed = check_seed(seed)
-    path = check_checkpoint_path(checkpoint)
-    device_, dtype_ = resolve_device_dtype(args, model_kwargs, device, dtype, model)
-    args = tuple(move_to(a, device_, dtype_) for a in args)
-    model_kwargs = {k: move_to(v, device_, dtype_) for k, v in model_kwargs.items()}
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    args, model_kwargs, device_, dtype_, seed, path = prepare_run(
+        "sghmc", model, args, model_kwargs, kwargs, SGHMC_OPTIONS, device=device, dtype=dtype, seed=seed,
+        checkpoint=checkpoint,
+    )
     with run_context(model, dtype_, device_):
         cfg = SGHMCConfig(
-            num_chains, num_burnin, num_samples, thinning, batch_size, float(step_size),
-            float(momentum_decay), num_discard, gibbs_every, seed, dtype_, device_,
+            num_chains=num_chains, num_burnin=num_burnin, num_samples=num_samples, thinning=thinning,
+            batch_size=batch_size, step_size=float(step_size), momentum_decay=float(momentum_decay),
+            num_discard=num_discard, gibbs_every=gibbs_every, seed=seed, dtype=dtype_, device=device_,
             clip_grad_norm=clip_grad_norm, checkpoint_every=checkpoint_every, capture=bool(capture),
             predict=_check_predict(predict, model, model_kwargs, device_, dtype_),
         )
@@ -544,13 +479,6 @@ def resume_sghmc(
 ) -> Posterior:
     """Continue the :func:`sghmc` run stored in ``payload`` (see :func:`bayesact.infer.resume`, which
     has moved ``args`` and ``model_kwargs`` to the run's device and dtype to check them)."""
-    cfg: SGHMCConfig = from_plain(SGHMCConfig, payload["config"])
-    with run_context(model, cfg.dtype, cfg.device):
-        mb = MinibatchPotential(model, args, model_kwargs, cfg.batch_size, cfg.num_chains, cfg.dtype,
-                                cfg.device, capture=cfg.capture)
-        check_latent_sites(payload, {s.name: s.shape for s in mb.potential.sites}, path)
-        state: SGHMCState = from_plain(SGHMCState, payload["state"])
-        return _SGHMCRun(mb, cfg, state, model, args, model_kwargs, path).run(progress)
-
+    return resume_run(_SGHMCRun, payload, path, model, args, model_kwargs, progress)
 
 register_format(SGHMC_FORMAT, resume_sghmc)

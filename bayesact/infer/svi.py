@@ -13,14 +13,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoLowRankMultivariateNormal, AutoNormal
 from tqdm.auto import tqdm
 
-from bayesact.infer.arguments import (
-    check_seed,
-    keyword_options,
-    move_to,
-    resolve_device_dtype,
-    run_context,
-    split_model_kwargs,
-)
+from bayesact.infer.arguments import check_model, check_seed, keyword_options, place_arguments, run_context
 from bayesact.infer.phases import show_progress
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import trace_model
@@ -183,18 +176,14 @@ def svi(
             parameter); names the step and, when it can, the site whose value or log-density
             is not finite.
     """
-    if not callable(model):
-        raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
     for name, value in (("num_steps", num_steps), ("num_particles", num_particles)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    kwargs = split_model_kwargs("svi", model, model_kwargs, kwargs, SVI_OPTIONS)
+    kwargs = check_model("svi", model, model_kwargs, kwargs, SVI_OPTIONS)
     seed = check_seed(seed)
-    dev, dt = resolve_device_dtype(args, kwargs, device, dtype, model)
-    args = tuple(move_to(a, dev, dt) for a in args)
-    kwargs = {k: move_to(v, dev, dt) for k, v in kwargs.items()}
+    args, kwargs, dev, dt = place_arguments(args, kwargs, device, dtype, model)
     with run_context(model, dt, dev):
         return _fit(model, args, kwargs, guide, num_steps, lr, num_particles, optimizer, progress, seed)
 
