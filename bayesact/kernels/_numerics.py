@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "arccos", "arcsin", "arcsin_with_slope", "correlation", "correlation_from_roots", "rho_margin",
+    "arccos", "arccos_poly", "arcsin", "arcsin_poly", "arcsin_with_slope", "correlation", "correlation_from_roots", "rho_margin",
     "root_features", "safe_sqrt", "tiny",
 ]
 
@@ -106,15 +106,15 @@ def _reduce(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return _asin_reduced(y, z), large, x
 
 
-def _arcsin_poly(x: Tensor) -> Tensor:
+def arcsin_poly(x: Tensor) -> Tensor:
     """arcsin on [−1, 1] from multiply-adds and one square root: arcsin|x| = π/2 − 2·arcsin(y) for
     |x| > ½ (vectorises when compiled, where float64 libm calls do not)."""
     p, large, x = _reduce(x)
     return torch.where(large, torch.copysign(math.pi / 2 - 2.0 * p, x), p)
 
 
-def _arccos_poly(x: Tensor) -> Tensor:
-    """arccos on [−1, 1] like ``_arcsin_poly``: 2·arcsin(y) for x > ½ (relative accuracy as θ → 0),
+def arccos_poly(x: Tensor) -> Tensor:
+    """arccos on [−1, 1] like ``arcsin_poly``: 2·arcsin(y) for x > ½ (relative accuracy as θ → 0),
     π − 2·arcsin(y) for x < −½, π/2 − arcsin(x) in between."""
     p, large, x = _reduce(x)
     return torch.where(large, torch.where(x > 0, 2.0 * p, math.pi - 2.0 * p), math.pi / 2 - p)
@@ -123,14 +123,14 @@ def _arccos_poly(x: Tensor) -> Tensor:
 def arcsin(x: Tensor) -> Tensor:
     """arcsin; inside ``torch.compile`` a multiply-add form that vectorises (float64 libm does not)."""
     if torch.compiler.is_compiling():
-        return _arcsin_poly(x)
+        return arcsin_poly(x)
     return torch.asin(x)
 
 
 def arccos(x: Tensor) -> Tensor:
-    """arccos; inside ``torch.compile`` the vectorising form ``_arccos_poly``."""
+    """arccos; inside ``torch.compile`` the vectorising form ``arccos_poly``."""
     if torch.compiler.is_compiling():
-        return _arccos_poly(x)
+        return arccos_poly(x)
     return torch.arccos(x)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from bayesact.kernels.recursion import (
     LayerStd,
     _check_depth,
     _check_inputs,
+    _present,
     _variances,
 )
 from bayesact.kernels.resolve import ActivationLike, dual_activation
@@ -93,20 +95,26 @@ def _check_counts(width: int, n_networks: int, networks_per_batch: int | None) -
         raise ValueError(f"networks_per_batch must be a positive integer, got {networks_per_batch!r}")
 
 
+@dataclass(frozen=True)
+class _MonteCarlo:
+    """The options of the three estimators: the network family and the Monte Carlo budget."""
+
+    activation: ActivationLike
+    depth: int
+    weight_std: LayerStd
+    bias_std: LayerStd
+    width: int
+    n_networks: int
+    seed: int
+    networks_per_batch: int | None
+
+
 @torch.no_grad()
 def _empirical(
-    x1: Tensor,
-    x2: Tensor | None,
-    activation: ActivationLike,
-    depth: int,
-    weight_std: LayerStd,
-    bias_std: LayerStd,
-    width: int,
-    n_networks: int,
-    seed: int,
-    networks_per_batch: int | None,
-    with_ntk: bool,
+    x1: Tensor, x2: Tensor | None, mc: _MonteCarlo, with_ntk: bool
 ) -> tuple[Tensor, Tensor | None]:
+    activation, depth, width, n_networks = mc.activation, mc.depth, mc.width, mc.n_networks
+    networks_per_batch = mc.networks_per_batch
     _check_inputs(x1, x2, diag=False)
     _check_depth(depth)
     _check_counts(width, n_networks, networks_per_batch)
@@ -114,14 +122,14 @@ def _empirical(
         if x is not None and x.dim() != 2:
             raise ValueError(f"{name} must have shape (n, d) for Monte Carlo, got {tuple(x.shape)}")
     phi = _activation_function(activation)
-    w2, b2 = _variances(weight_std, bias_std, x1, depth)
+    w2, b2 = _variances(mc.weight_std, mc.bias_std, x1, depth)
     if any(v.dim() for v in (*w2, *b2)):
         raise ValueError("weight_std and bias_std must be scalars for Monte Carlo estimates")
     w, b = [v.sqrt() for v in w2], [v.sqrt() for v in b2]
     n1 = x1.shape[0]
     x = x1 if x2 is None else torch.cat([x1, x2], dim=0)
     dtype, device = x.dtype, x.device
-    seeds = network_seeds(seed, n_networks)
+    seeds = network_seeds(mc.seed, n_networks)
     if networks_per_batch is None:  # keep the stored weights near 128 MiB
         per_net = (x.shape[1] + max(depth - 1, 0) * width) * width * x.element_size()
         networks_per_batch = max(1, min(n_networks, (128 * 2**20) // max(per_net, 1)))
@@ -202,11 +210,8 @@ def empirical_nngp(
     Returns:
         Tensor (n, m), detached.
     """
-    k, _ = _empirical(
-        x1, x2, activation, depth, weight_std, bias_std, width, n_networks, seed,
-        networks_per_batch, with_ntk=False,
-    )
-    return k
+    mc = _MonteCarlo(activation, depth, weight_std, bias_std, width, n_networks, seed, networks_per_batch)
+    return _empirical(x1, x2, mc, with_ntk=False)[0]
 
 
 @document(args=_ARGS)
@@ -235,12 +240,8 @@ def empirical_ntk(
     Returns:
         Tensor (n, m), detached.
     """
-    _, theta = _empirical(
-        x1, x2, activation, depth, weight_std, bias_std, width, n_networks, seed,
-        networks_per_batch, with_ntk=True,
-    )
-    assert theta is not None
-    return theta
+    mc = _MonteCarlo(activation, depth, weight_std, bias_std, width, n_networks, seed, networks_per_batch)
+    return _present(_empirical(x1, x2, mc, with_ntk=True)[1])
 
 
 @document(args=_ARGS)
@@ -265,9 +266,6 @@ def empirical_nngp_ntk(
     Returns:
         (nngp, ntk), each (n, m), detached.
     """
-    k, theta = _empirical(
-        x1, x2, activation, depth, weight_std, bias_std, width, n_networks, seed,
-        networks_per_batch, with_ntk=True,
-    )
-    assert theta is not None
-    return k, theta
+    mc = _MonteCarlo(activation, depth, weight_std, bias_std, width, n_networks, seed, networks_per_batch)
+    k, theta = _empirical(x1, x2, mc, with_ntk=True)
+    return k, _present(theta)

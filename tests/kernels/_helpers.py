@@ -14,6 +14,15 @@ def rel_frobenius(actual: Tensor, expected: Tensor) -> float:
     return float((actual - expected).norm() / expected.norm().clamp_min(1e-12))
 
 
+def erf_maps(k11: Tensor, k22: Tensor, k12: Tensor) -> tuple[Tensor, Tensor]:
+    """erf's dual maps written out (Williams 1997): T = (2/π)·arcsin(2k12/√((1+2k11)(1+2k22))) and
+    Ṫ = (4/π)/√((1+2k11)(1+2k22) − 4k12²), for the by-hand recursions."""
+    den = torch.sqrt((1 + 2 * k11) * (1 + 2 * k22))
+    t = 2 / torch.pi * torch.asin(2 * k12 / den)
+    t_dot = 4 / torch.pi / torch.sqrt((1 + 2 * k11) * (1 + 2 * k22) - 4 * k12**2)
+    return t, t_dot
+
+
 def elementwise_names() -> list[str]:
     return [n for n in A.names() if A.info(n).elementwise]
 

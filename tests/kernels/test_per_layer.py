@@ -8,7 +8,7 @@ import torch
 
 from bayesact import kernels as K
 
-from ._helpers import inputs, rel_frobenius
+from ._helpers import erf_maps, inputs, rel_frobenius
 
 W_LAYERS = [1.8, 1.1, 0.6]  # depth 2: input layer, hidden layer, readout
 B_LAYERS = [0.1, 0.7, 0.3]
@@ -40,28 +40,22 @@ def test_per_layer_recursion_by_hand_for_erf() -> None:
     w, b = W_LAYERS, B_LAYERS
     d = x1.shape[1]
 
-    def maps(k11: torch.Tensor, k22: torch.Tensor, k12: torch.Tensor) -> tuple:
-        den = torch.sqrt((1 + 2 * k11) * (1 + 2 * k22))
-        t = 2 / torch.pi * torch.asin(2 * k12 / den)
-        t_dot = 4 / torch.pi / torch.sqrt((1 + 2 * k11) * (1 + 2 * k22) - 4 * k12**2)
-        return t, t_dot
-
     k0 = w[0] ** 2 * x1 @ x2.T / d + b[0] ** 2
     a0 = (w[0] ** 2 * (x1**2).sum(1) / d + b[0] ** 2)[:, None]
     c0 = (w[0] ** 2 * (x2**2).sum(1) / d + b[0] ** 2)[None, :]
-    t0, td0 = maps(a0, c0, k0)
+    t0, td0 = erf_maps(a0, c0, k0)
     k1 = w[1] ** 2 * t0 + b[1] ** 2
     th1 = k1 + w[1] ** 2 * td0 * k0
-    a1 = w[1] ** 2 * maps(a0, a0, a0)[0] + b[1] ** 2
-    c1 = w[1] ** 2 * maps(c0, c0, c0)[0] + b[1] ** 2
-    t1, td1 = maps(a1, c1, k1)
+    a1 = w[1] ** 2 * erf_maps(a0, a0, a0)[0] + b[1] ** 2
+    c1 = w[1] ** 2 * erf_maps(c0, c0, c0)[0] + b[1] ** 2
+    t1, td1 = erf_maps(a1, c1, k1)
     k2 = w[2] ** 2 * t1 + b[2] ** 2
     th2 = k2 + w[2] ** 2 * td1 * th1
     k, theta = K.nngp_ntk(x1, x2, activation="erf", depth=2, weight_std=w, bias_std=b)
     torch.testing.assert_close(k, k2, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(theta, th2, rtol=1e-12, atol=1e-14)
     kd = K.nngp(x1, activation="erf", depth=2, weight_std=w, bias_std=b, diag=True)
-    a2 = w[2] ** 2 * maps(a1, a1, a1)[0] + b[2] ** 2
+    a2 = w[2] ** 2 * erf_maps(a1, a1, a1)[0] + b[2] ** 2
     torch.testing.assert_close(kd, a2.squeeze(1), rtol=1e-12, atol=1e-14)
 
 

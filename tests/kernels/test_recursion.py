@@ -8,7 +8,7 @@ import torch
 from bayesact import activations as A
 from bayesact import kernels as K
 
-from ._helpers import inputs, rel_frobenius
+from ._helpers import erf_maps, inputs, rel_frobenius
 
 ACTS = ["relu", "erf", "gelu", "tanh", "abs", "snake"]
 
@@ -27,21 +27,15 @@ def test_ntk_recursion_by_hand_for_erf() -> None:
     w, b = 1.3, 0.2
     d = x1.shape[1]
 
-    def maps(k11: torch.Tensor, k22: torch.Tensor, k12: torch.Tensor) -> tuple:
-        den = torch.sqrt((1 + 2 * k11) * (1 + 2 * k22))
-        t = 2 / torch.pi * torch.asin(2 * k12 / den)
-        t_dot = 4 / torch.pi / torch.sqrt((1 + 2 * k11) * (1 + 2 * k22) - 4 * k12**2)
-        return t, t_dot
-
     k0 = w**2 * x1 @ x2.T / d + b**2
     a0 = (w**2 * (x1**2).sum(1) / d + b**2)[:, None]
     c0 = (w**2 * (x2**2).sum(1) / d + b**2)[None, :]
-    t0, td0 = maps(a0, c0, k0)
+    t0, td0 = erf_maps(a0, c0, k0)
     k1 = w**2 * t0 + b**2
     th1 = k1 + w**2 * td0 * k0
-    a1 = w**2 * maps(a0, a0, a0)[0] + b**2
-    c1 = w**2 * maps(c0, c0, c0)[0] + b**2
-    t1, td1 = maps(a1, c1, k1)
+    a1 = w**2 * erf_maps(a0, a0, a0)[0] + b**2
+    c1 = w**2 * erf_maps(c0, c0, c0)[0] + b**2
+    t1, td1 = erf_maps(a1, c1, k1)
     k2 = w**2 * t1 + b**2
     th2 = k2 + w**2 * td1 * th1
     k, theta = K.nngp_ntk(x1, x2, activation="erf", depth=2, weight_std=w, bias_std=b)

@@ -70,14 +70,15 @@ def test_the_three_functions_share_one_args_text() -> None:
 
 
 def test_options_are_checked_before_the_inputs_are_read() -> None:
-    """One options object, checked once: a bad depth or block_bytes is refused whatever the inputs."""
-    from bayesact.kernels.recursion import _Recursion
-
-    with pytest.raises(ValueError, match="depth must be >= 0"):
-        _Recursion("relu", -1)
-    with pytest.raises(ValueError, match="block_bytes must be a positive integer"):
-        _Recursion("relu", 1, block_bytes=0)
-    spec = _Recursion("relu", 2, weight_std=[1.0, 1.5, 2.0])
-    assert isinstance(spec.dual, K.ABReLUDual)
-    w2, b2 = spec.variances(torch.zeros(1, 2, dtype=torch.float64))
-    assert [float(w) for w in w2] == [1.0, 2.25, 4.0] and [float(b) for b in b2] == [0.1 * 0.1] * 3
+    """One options object, checked once: a bad depth or block_bytes is refused whatever the inputs
+    (here not even tensors), by every public entry."""
+    for fn in (K.nngp, K.ntk, K.nngp_ntk):
+        with pytest.raises(ValueError, match="depth must be >= 0"):
+            fn("not a tensor", activation="relu", depth=-1)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="block_bytes must be a positive integer"):
+            fn("not a tensor", activation="relu", depth=1, block_bytes=0)  # type: ignore[arg-type]
+    assert isinstance(K.dual_activation("relu"), K.ABReLUDual)
+    # per-layer stds are squared layer by layer: K⁰ = W_std,0²·⟨x, x'⟩/d + b_std,0² (depth 0)
+    x = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
+    k0 = K.nngp(x, activation="relu", depth=0, weight_std=[1.5], bias_std=0.1)
+    torch.testing.assert_close(k0, 2.25 * (x @ x.T) / 2 + 0.01, rtol=1e-12, atol=0)
