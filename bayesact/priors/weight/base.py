@@ -86,7 +86,6 @@ class WeightPrior(nn.Module, ABC):
     def positive_hyperparameters(self) -> dict[str, Tensor]:
         """The prior's positive hyperparameters by name, each of shape (num_layers,), differentiable."""
 
-    @abstractmethod
     def pyro_sample_layer(
         self,
         layer: int,
@@ -100,10 +99,27 @@ class WeightPrior(nn.Module, ABC):
         """Sample layer ``layer``'s weights (fan_in, fan_out) and biases (fan_out,) as Pyro sites
         ``{name}.weight`` and ``{name}.bias`` (plus any hyperparameter latents) in the current model,
         in ``dtype`` on ``device`` (default: those of the prior's parameters)."""
+        self._check_layer(layer)
+        weight, bias = (self._pyro_sample(layer, f"{name}.{kind}", kind, event, dtype, device)
+                        for kind, event in _events(fan_in, fan_out))
+        return weight, bias
 
-    @abstractmethod
     def rsample_layer(self, layer: int, fan_in: int, fan_out: int, n: int) -> tuple[Tensor, Tensor]:
         """``n`` reparameterised draws: weights (n, fan_in, fan_out) and biases (n, fan_out)."""
+        self._check_layer(layer)
+        weight, bias = (self._rsample(layer, kind, event, n) for kind, event in _events(fan_in, fan_out))
+        return weight, bias
+
+    @abstractmethod
+    def _pyro_sample(
+        self, layer: int, site: str, kind: str, event: tuple[int, ...], dtype: torch.dtype | None,
+        device: torch.device | None,
+    ) -> Tensor:
+        """Layer ``layer``'s ``kind`` ("weight" or "bias") of shape ``event`` as the Pyro site ``site``."""
+
+    @abstractmethod
+    def _rsample(self, layer: int, kind: str, event: tuple[int, ...], n: int) -> Tensor:
+        """``n`` reparameterised draws of layer ``layer``'s ``kind``: shape (n, *event)."""
 
     def layer_site(self, layer: int) -> str:
         """The site-name prefix of layer ``layer`` in a network's Pyro model: ``layers.{layer}``."""
@@ -128,6 +144,11 @@ class WeightPrior(nn.Module, ABC):
         for key, value in self.positive_hyperparameters().items():
             parts.append(f"{key}=[{', '.join(f'{v:.3g}' for v in value.tolist())}]")
         return ", ".join(parts)
+
+
+def _events(fan_in: int, fan_out: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The parameter kinds of a dense layer and their shapes, in the order they are drawn."""
+    return ("weight", (fan_in, fan_out)), ("bias", (fan_out,))
 
 
 def constant_like(value: Tensor, dtype: torch.dtype | None, device: torch.device | None) -> Tensor:

@@ -54,27 +54,14 @@ class GaussianPrior(WeightPrior):
     def positive_hyperparameters(self) -> dict[str, Tensor]:
         return {"weight_std": self.weight_std, "bias_std": self.bias_std}
 
-    def pyro_sample_layer(
-        self,
-        layer: int,
-        name: str,
-        fan_in: int,
-        fan_out: int,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        self._check_layer(layer)
-        w_std = constant_like(self.weight_std[layer], dtype, device)
-        b_std = constant_like(self.bias_std[layer], dtype, device)
-        zero = torch.zeros((), dtype=w_std.dtype, device=w_std.device)
-        weight = pyro.sample(f"{name}.weight", dist.Normal(zero, w_std).expand([fan_in, fan_out]).to_event(2))
-        bias = pyro.sample(f"{name}.bias", dist.Normal(zero, b_std).expand([fan_out]).to_event(1))
-        return weight, bias
+    def _pyro_sample(
+        self, layer: int, site: str, kind: str, event: tuple[int, ...], dtype: torch.dtype | None,
+        device: torch.device | None,
+    ) -> Tensor:
+        std = constant_like(getattr(self, f"{kind}_std")[layer], dtype, device)
+        zero = torch.zeros((), dtype=std.dtype, device=std.device)
+        return pyro.sample(site, dist.Normal(zero, std).expand(list(event)).to_event(len(event)))
 
-    def rsample_layer(self, layer: int, fan_in: int, fan_out: int, n: int) -> tuple[Tensor, Tensor]:
-        self._check_layer(layer)
-        dtype, device = self.raw_weight_std.dtype, self.raw_weight_std.device
-        weight = self.weight_std[layer] * torch.randn(n, fan_in, fan_out, dtype=dtype, device=device)
-        bias = self.bias_std[layer] * torch.randn(n, fan_out, dtype=dtype, device=device)
-        return weight, bias
+    def _rsample(self, layer: int, kind: str, event: tuple[int, ...], n: int) -> Tensor:
+        std = getattr(self, f"{kind}_std")[layer]
+        return std * torch.randn(n, *event, dtype=std.dtype, device=std.device)

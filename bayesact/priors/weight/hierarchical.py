@@ -59,34 +59,21 @@ class HierarchicalPrior(WeightPrior):
             for key in ("shape", "rate")
         }
 
-    def pyro_sample_layer(
-        self,
-        layer: int,
-        name: str,
-        fan_in: int,
-        fan_out: int,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        draws = []
-        for kind, event in (("weight", (fan_in, fan_out)), ("bias", (fan_out,))):
-            alpha, beta = (constant_like(t, dtype, device) for t in self.hyperparameters(layer, kind))
-            variance = pyro.sample(f"{name}.{kind}_variance", dist.InverseGamma(alpha, beta))
-            scale = variance.sqrt().reshape(variance.shape + (1,) * len(event))
-            zero = torch.zeros((), dtype=alpha.dtype, device=alpha.device)
-            normal = dist.Normal(zero, scale).expand(variance.shape + event)
-            draws.append(pyro.sample(f"{name}.{kind}", normal.to_event(len(event))))
-        return draws[0], draws[1]
+    def _pyro_sample(
+        self, layer: int, site: str, kind: str, event: tuple[int, ...], dtype: torch.dtype | None,
+        device: torch.device | None,
+    ) -> Tensor:
+        alpha, beta = (constant_like(t, dtype, device) for t in self.hyperparameters(layer, kind))
+        variance = pyro.sample(f"{site}_variance", dist.InverseGamma(alpha, beta))
+        scale = variance.sqrt().reshape(variance.shape + (1,) * len(event))
+        zero = torch.zeros((), dtype=alpha.dtype, device=alpha.device)
+        return pyro.sample(site, dist.Normal(zero, scale).expand(variance.shape + event).to_event(len(event)))
 
-    def rsample_layer(self, layer: int, fan_in: int, fan_out: int, n: int) -> tuple[Tensor, Tensor]:
-        draws = []
-        for kind, event in (("weight", (fan_in, fan_out)), ("bias", (fan_out,))):
-            alpha, beta = self.hyperparameters(layer, kind)
-            precision = dist.Gamma(alpha, beta).rsample((n,))  # one variance per function draw
-            scale = precision.rsqrt().reshape((n,) + (1,) * len(event))
-            draws.append(scale * torch.randn((n, *event), dtype=scale.dtype, device=scale.device))
-        return draws[0], draws[1]
+    def _rsample(self, layer: int, kind: str, event: tuple[int, ...], n: int) -> Tensor:
+        alpha, beta = self.hyperparameters(layer, kind)
+        precision = dist.Gamma(alpha, beta).rsample((n,))  # one variance per function draw
+        scale = precision.rsqrt().reshape((n,) + (1,) * len(event))
+        return scale * torch.randn((n, *event), dtype=scale.dtype, device=scale.device)
 
     def gibbs_variance(self, layer: int, kind: str, values: Tensor) -> Tensor:
         """A draw of the variance from its conditional InvGamma(α + n/2, β + Σ values²/2).
