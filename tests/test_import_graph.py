@@ -2,7 +2,8 @@
 
 Layers (each may import only the ones before it): ``activations`` -> ``kernels`` -> ``priors``
 -> ``models``; ``infer`` is a foundation that imports no other bayesact package (any layer may
-use it). Every ``import`` counts, also those inside functions.
+use it). Above them the command-line entry modules (``bayesact.pfn_train``) may import every
+layer, and nothing may import them. Every ``import`` counts, also those inside functions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import bayesact
 
 ROOT = pathlib.Path(bayesact.__file__).parent
 ORDER = ("activations", "kernels", "priors", "models")
+#: top-level modules that may import every layer (command-line entries); nothing imports them
+ENTRY_POINTS = ("pfn_train",)
+#: top-level modules every layer (infer included) may import; they import no bayesact module
+FOUNDATIONS = ("compilation",)
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -90,19 +95,59 @@ def test_the_cycle_finder_sees_a_circle() -> None:
     assert _cycles(edges) == [["bayesact.infer.a", "bayesact.infer.b", "bayesact.infer.a"]]
 
 
-def test_no_upward_imports_between_layers() -> None:
+def _upward(edges: dict[str, set[str]]) -> list[str]:
+    """The imports that break the layer rule."""
     upward = []
-    for module, targets in _graph().items():
+    for module, targets in edges.items():
         src = _layer(module)
         for target in targets:
             dst = _layer(target)
-            if dst in ("", src):
+            if dst in ("", src) or src in ENTRY_POINTS or (dst in FOUNDATIONS and src not in FOUNDATIONS):
                 continue
-            if src == "infer" or (dst != "infer" and src in ORDER and ORDER.index(dst) > ORDER.index(src)):
+            if (src in FOUNDATIONS or dst in ENTRY_POINTS or src == "infer"
+                    or (dst != "infer" and src in ORDER and ORDER.index(dst) > ORDER.index(src))):
                 upward.append(f"{module} -> {target}")
-    assert upward == []
+    return upward
+
+
+def test_no_upward_imports_between_layers() -> None:
+    assert _upward(_graph()) == []
+
+
+def test_the_layer_rule_allows_only_the_entry_point_to_import_every_layer() -> None:
+    top = {"bayesact.pfn_train": {"bayesact.models.pfn", "bayesact.priors.dataset", "bayesact.infer"}}
+    assert _upward(top) == []
+    rejected = {
+        "bayesact.priors.dataset.gp": {"bayesact.models.pfn"},  # priors -> models
+        "bayesact.infer.pfn_training": {"bayesact.models.pfn"},  # infer is generic
+        "bayesact.models.pfn": {"bayesact.pfn_train"},  # nothing imports an entry point
+        "bayesact.infer.run": {"bayesact.pfn_train"},
+    }
+    assert sorted(_upward(rejected)) == [
+        "bayesact.infer.pfn_training -> bayesact.models.pfn",
+        "bayesact.infer.run -> bayesact.pfn_train",
+        "bayesact.models.pfn -> bayesact.pfn_train",
+        "bayesact.priors.dataset.gp -> bayesact.models.pfn",
+    ]
+
+
+def _unplaced(modules: set[str]) -> list[str]:
+    """Packages and top-level modules that are neither a layer nor an entry point."""
+    return sorted({_layer(m) for m in modules} - {"", *ORDER, "infer", *ENTRY_POINTS, *FOUNDATIONS})
 
 
 def test_every_package_is_placed_in_the_layers() -> None:
-    layers = {_layer(m) for m in _modules()} - {""}
-    assert layers <= {*ORDER, "infer"}, f"place {sorted(layers - {*ORDER, 'infer'})} in the layer picture"
+    unplaced = _unplaced(set(_modules()))
+    assert unplaced == [], f"place {unplaced} in the layer picture"
+
+
+def test_only_the_listed_entry_point_may_sit_beside_the_layers() -> None:
+    assert _unplaced({"bayesact.pfn_train", "bayesact.models.pfn"}) == []
+    assert _unplaced({"bayesact.train_everything"}) == ["train_everything"]
+
+
+def test_a_foundation_is_imported_by_every_layer_and_imports_none() -> None:
+    allowed = {"bayesact.infer.compiled": {"bayesact.compilation"},
+               "bayesact.activations.fused": {"bayesact.compilation"}}
+    assert _upward(allowed) == []
+    assert _upward({"bayesact.compilation": {"bayesact.infer"}}) == ["bayesact.compilation -> bayesact.infer"]
