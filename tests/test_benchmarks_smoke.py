@@ -53,3 +53,20 @@ def test_gpu_suite_dry_run_runs_every_step(tmp_path: Path) -> None:
     assert names == ["gpu tests", "mcmc chains", "kernels", "activations", "processes", "pfn training"]
     assert all(row.split("|")[2].strip() == "ok" for row in rows[1:]), rows
     assert "| 2 | 3 + 3 |" in text  # the vectorised-chains table has its 2-chain row
+
+
+PFN_SCRIPT = SCRIPT.parent / "pfn.py"
+
+
+def test_pfn_benchmark_quick_prints_table_and_crossover() -> None:
+    """``benchmarks/pfn.py --quick``: a row with positive times and the crossover line."""
+    proc = subprocess.run(
+        [sys.executable, str(PFN_SCRIPT), "--quick"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| n | PFN forward"))
+    cells = [c.strip() for c in lines[header + 2].strip("|").split("|")]
+    assert cells[0] == "50" and len(cells) == 6
+    assert all(float(c) > 0 for c in cells[1:])
+    assert any(line.startswith("Crossover") for line in lines)
