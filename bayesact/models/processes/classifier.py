@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from bayesact.infer import is_concrete
 from bayesact.infer.phases import show_progress
 from bayesact.models.processes._base import claim_param_store
 from bayesact.models.processes._core import check_kernel, check_positive, check_x, cholesky, kernel_matrix
@@ -154,7 +155,7 @@ class StudentTProcessClassifier(PyroModule):
             raise ValueError(f"'{name}' must have shape (N,) = ({n},) to match 'x', got {tuple(y.shape)}")
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise TypeError(f"'{name}' must hold integer class labels, got {y.dtype}")
-        if n and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+        if n and is_concrete(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise ValueError(f"'{name}' must hold labels in [0, num_classes) = [0, {self.num_classes}), got "
                              f"[{int(y.min())}, {int(y.max())}]")  # fmt: skip
         return y.long()
@@ -283,7 +284,9 @@ class StudentTProcessClassifier(PyroModule):
 
         ``ReduceLROnPlateau`` (factor 0.5, patience 5) on the epoch loss, stopping once the learning rate
         falls below 1e-4. With ``validation=(x_val, y_val)`` the state with the lowest validation NLL
-        (100 predictive samples) is kept. Ctrl-C stops and keeps the fit so far.
+        (100 predictive samples) is kept. Ctrl-C stops and keeps the fit so far. The first call chooses the
+        inducing inputs (:meth:`initialize`); ``seed`` seeds torch's global generator (minibatches, draws).
+        To reload a fit, :meth:`initialize` on data of the same width, then ``load_state_dict``.
         """
         x = check_x(x)
         y = self._check_labels(y, x.shape[0])
