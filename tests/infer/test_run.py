@@ -34,26 +34,21 @@ class WalkConfig(RunConfig):
     num_burnin: int
 
 
-@dataclass(kw_only=True)
-class WalkState(RunState):
-    burnin_seconds: float = 0.0
-
-
 class Walk(RunLoop):
     """z ← z + N(0, 1) per iteration; every sampling iteration is a draw. ``raise_at``: Ctrl-C
     inside that iteration, after its random numbers are drawn; ``stop_at``: ``advance`` stops."""
 
     format = FORMAT
     config_type = WalkConfig
-    state_type = WalkState
+    state_type = RunState
     cfg: WalkConfig
-    state: WalkState
     raise_at: int | None = None
     stop_at: int | None = None
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.saves = 0
+        self.booked: list[str] = []
 
     @classmethod
     def rebuild(cls, cfg: Any, state: Any, model: Any, args: tuple, kwargs: dict, checkpoint: str) -> Walk:
@@ -78,10 +73,7 @@ class Walk(RunLoop):
         return True
 
     def phase_done(self, phase: Phase, seconds: float) -> None:
-        if phase.name == "burn-in":
-            self.state.burnin_seconds += seconds
-        else:
-            self.state.sampling_seconds += seconds
+        self.booked.append(phase.name)
 
     def interrupt_message(self) -> str:
         return f"walk interrupted at {self.state.iteration}"
@@ -101,7 +93,7 @@ def start(checkpoint: str | None = None, **kw: Any) -> Walk:
                      checkpoint_every=4, num_burnin=6)
     pot = Potential(walk_model, (), {}, DT, cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    state = WalkState(iteration=0, z=torch.zeros(3, 2, dtype=DT), generator_state=gen.get_state(),
+    state = RunState(iteration=0, z=torch.zeros(3, 2, dtype=DT), generator_state=gen.get_state(),
                       draws=cfg.empty_draws(pot.dim), stats=cfg.empty_stats(("lp",)))
     run = Walk(pot, cfg, state, walk_model, (), {}, checkpoint)
     for key, value in kw.items():
@@ -113,8 +105,10 @@ def test_a_run_interrupted_inside_an_iteration_resumes_to_the_uninterrupted_draw
     full = start().run(progress=False)
     assert full.samples["x"].shape == (3, 12, 2) and full.info["engine"] == "bayesact"
     path = str(tmp_path / "walk.ckpt")
+    interrupted = start(path, raise_at=9)
     with pytest.warns(UserWarning, match=r"walk interrupted at 9 \(checkpoint saved to"):
-        part = start(path, raise_at=9).run(progress=False)
+        part = interrupted.run(progress=False)
+    assert interrupted.booked == ["burn-in", "sampling"]
     assert part.info["interrupted"] and part.num_draws == 3
     torch.testing.assert_close(part.samples["x"], full.samples["x"][:, :3], rtol=0, atol=0)
     payload = load_checkpoint(path, FORMAT)
@@ -136,6 +130,7 @@ def test_checkpoints_every_k_iterations_and_at_the_end(tmp_path):
 def test_a_stopped_run_writes_no_final_checkpoint_and_keeps_its_draws(tmp_path):
     run = start(str(tmp_path / "walk.ckpt"), stop_at=11)
     post = run.run(progress=False)
+    assert run.booked == ["burn-in", "sampling"]  # the stopped phase's time is booked too
     assert run.saves == 2  # iterations 4 and 8 only
     assert post.num_draws == 5 and not post.info["interrupted"]
     assert load_checkpoint(str(tmp_path / "walk.ckpt"), FORMAT)["state"]["iteration"] == 8
