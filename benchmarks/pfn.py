@@ -29,44 +29,18 @@ The crossover is the smallest n at which the PFN forward is faster than the exac
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import gpytorch
 import torch
+from processes import _clock, load, machine  # benchmarks/processes.py (this script's folder)
 
 from bayesact.models import GP, PFN
 
 FEATURES, LENGTHSCALE, NOISE, TEST_POINTS = 5, 0.6, 1e-4, 500
-
-
-def load() -> str:
-    try:
-        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-def machine(device: torch.device) -> str:
-    from kernels import machine as cpu_machine  # benchmarks/kernels.py (this script's folder)
-
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{cpu_machine()}{gpu}"
-
-
-def _clock(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def make_kernel(dtype: torch.dtype, device: torch.device) -> gpytorch.kernels.Kernel:
