@@ -261,6 +261,17 @@ def test_mixture_picks_components_with_their_weights() -> None:
     assert abs(share - 0.75) < 4 * math.sqrt(0.75 * 0.25 / 4000)
 
 
+def test_mixture_per_batch_draws_one_component_per_call_and_allows_other_dimensions() -> None:
+    prior = MixtureDatasetPrior([GPDatasetPrior(1), GPDatasetPrior(3)], weights=[1.0, 3.0], per_batch=True)
+    g = gen(0)
+    dims = [prior.sample_batch(4, 5, g)[0].shape[-1] for _ in range(400)]
+    assert set(dims) == {1, 3}
+    share = dims.count(3) / 400
+    assert abs(share - 0.75) < 4 * math.sqrt(0.75 * 0.25 / 400)
+    with pytest.raises(ValueError, match="different input dimensions"):
+        MixtureDatasetPrior([GPDatasetPrior(1), GPDatasetPrior(3)]).sample_batch(40, 5, gen(0))
+
+
 # ------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------

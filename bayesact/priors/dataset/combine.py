@@ -66,12 +66,18 @@ class HyperDatasetPrior:
 class MixtureDatasetPrior:
     """Each dataset from component c ~ Categorical(``weights``) of ``priors`` (all with the same d).
 
+    With ``per_batch=True`` one component is drawn per call and gives the whole batch, so the
+    components may differ in input dimension (e.g. GPs on 1 to 5 inputs for a PFN that pads
+    narrower datasets).
+
     Args:
         priors: dataset priors (anything with ``sample_batch``).
         weights: mixture weights >= 0 (normalised; default: equal).
+        per_batch: draw the component once per batch instead of once per dataset.
     """
 
-    def __init__(self, priors: Sequence[DatasetSampler], weights: Sequence[float] | None = None) -> None:
+    def __init__(self, priors: Sequence[DatasetSampler], weights: Sequence[float] | None = None, *,
+                 per_batch: bool = False) -> None:
         if isinstance(priors, str | bytes) or not isinstance(priors, Sequence) or not priors:
             raise ValueError(f"'priors' must be a non-empty sequence of dataset priors, got {priors!r}")
         for i, prior in enumerate(priors):
@@ -87,6 +93,9 @@ class MixtureDatasetPrior:
                 f"got {weights!r}"
             )
         self.weights = w / w.sum()
+        if not isinstance(per_batch, bool):
+            raise ValueError(f"'per_batch' must be a bool, got {per_batch!r}")
+        self.per_batch = per_batch
 
     def __repr__(self) -> str:
         return f"MixtureDatasetPrior({self.priors!r}, weights={self.weights.tolist()})"
@@ -97,6 +106,9 @@ class MixtureDatasetPrior:
         """``batch_size`` datasets, each from a component drawn with probability ``weights``."""
         batch_size, num_points = check_sizes(batch_size, num_points)
         with seeded(generator):
+            if self.per_batch:
+                chosen = int(torch.multinomial(self.weights, 1))
+                return self.priors[chosen].sample_batch(batch_size, num_points)
             component = torch.multinomial(self.weights, batch_size, replacement=True)
             parts: list[tuple[Tensor, Tensor, Tensor]] = []
             for c, prior in enumerate(self.priors):

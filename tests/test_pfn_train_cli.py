@@ -1,0 +1,192 @@
+"""``python -m bayesact.pfn_train CONFIG``: config parsing, a tiny run (JSON and TOML), resume,
+and the command under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.distributions import Gamma
+
+from bayesact.models import PFN
+from bayesact.pfn_train import build_model, build_prior, load_config, main, prior_draws
+from bayesact.priors import GPDatasetPrior, MixtureDatasetPrior, PyroDatasetPrior
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path: Path, num_steps: int = 4) -> dict[str, Any]:
+    return {
+        "output": str(tmp_path / "tiny.pfn"),
+        "checkpoint": str(tmp_path / "tiny.ckpt"),
+        "prior": {"type": "gp", "num_features": 2, "lengthscale": {"gamma": [3.0, 6.0]}, "noise_std": 0.1},
+        "model": {"emsize": 16, "nlayers": 1, "nhead": 2, "num_buckets": 10, "border_samples": 500},
+        "training": {"num_steps": num_steps, "batch_size": 4, "seq_len": 12, "seed": 3, "lr": 1e-3,
+                     "checkpoint_every": 2},
+    }
+
+
+def write(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_a_tiny_run_writes_a_loadable_pfn_and_its_record(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    assert main([str(write(tmp_path / "c.json", config)), "--no-progress"]) == 0
+    pfn = PFN.load(config["output"])
+    assert pfn.num_features == 2 and pfn.num_buckets == 10 and pfn.emsize == 16
+    record = json.loads(Path(config["output"] + ".train.json").read_text())
+    assert record["steps_done"] == 4 and len(record["losses"]) == 4
+    assert record["num_params"] == sum(p.numel() for p in pfn.parameters())
+    x = torch.rand(1, 5, 2)
+    assert pfn.predict(x[:, :3], torch.zeros(1, 3), x[:, 3:]).mean.shape == (1, 2)
+
+
+def test_resume_continues_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a").mkdir()
+    full = tiny_config(tmp_path / "a", num_steps=6)
+    main([str(write(tmp_path / "a.json", full)), "--no-progress"])
+    part = tiny_config(tmp_path, num_steps=6)
+    original = GPDatasetPrior.sample_batch
+    calls = []
+
+    def ctrl_c_in_step_5(self: GPDatasetPrior, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1 + 5:  # one call draws the borders' y, then one per step
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(GPDatasetPrior, "sample_batch", ctrl_c_in_step_5)
+    with pytest.warns(UserWarning, match="interrupted at step 4"):
+        main([str(write(tmp_path / "b.json", part)), "--no-progress"])
+    monkeypatch.setattr(GPDatasetPrior, "sample_batch", original)
+    main([str(write(tmp_path / "b.json", part)), "--no-progress", "--resume"])
+    a = json.loads(Path(full["output"] + ".train.json").read_text())
+    b = json.loads(Path(part["output"] + ".train.json").read_text())
+    assert b["steps_done"] == 6 and b["losses"] == a["losses"]
+    for (name, va), vb in zip(PFN.load(full["output"]).state_dict().items(),
+                              PFN.load(part["output"]).state_dict().values(), strict=True):
+        assert torch.equal(va, vb), name
+
+
+def test_toml_config(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"""
+output = "{tmp_path / 'toml.pfn'}"
+[prior]
+num_features = 1
+lengthscale = 0.5
+[model]
+emsize = 8
+nlayers = 1
+nhead = 2
+num_buckets = 5
+border_samples = 200
+[training]
+num_steps = 2
+batch_size = 2
+seq_len = 6
+seed = 0
+""")
+    config = load_config(path)
+    assert config["model"]["emsize"] == 8
+    assert main([str(path), "--no-progress"]) == 0
+    assert PFN.load(tmp_path / "toml.pfn").num_features == 1
+
+
+def regression_model(num_points: int) -> None:
+    import pyro
+    import pyro.distributions as dist
+
+    x = pyro.sample("x", dist.Uniform(0.0, 1.0).expand([num_points, 1]).to_event(2))
+    pyro.sample("y", dist.Normal(x[:, 0], 0.1).to_event(1))
+
+
+def test_build_prior_from_tables() -> None:
+    gp = build_prior({"type": "gp", "num_features": 3, "kernel": "matern52", "lengthscale": {"gamma": [3, 6]},
+                      "outputscale": {"lognormal": [0.0, 0.5]}, "noise_std": {"uniform": [0.01, 0.1]}})
+    assert isinstance(gp, GPDatasetPrior) and gp.num_features == 3 and gp.kernel == "matern52"
+    assert isinstance(gp.lengthscale, Gamma) and float(gp.lengthscale.rate) == 6.0
+    pyro_prior = build_prior({"type": "pyro", "model": "tests.test_pfn_train_cli:regression_model"})
+    assert isinstance(pyro_prior, PyroDatasetPrior) and pyro_prior.model is regression_model
+    mixture = build_prior({"type": "mixture", "components": [{"num_features": 1}, {"num_features": 1}],
+                           "weights": [1, 3]})
+    assert isinstance(mixture, MixtureDatasetPrior) and mixture.weights.tolist() == [0.25, 0.75]
+
+
+def test_model_borders_and_width_from_a_per_batch_mixture() -> None:
+    prior = build_prior({"type": "mixture", "per_batch": True, "components": [
+        {"num_features": 1, "outputscale": 4.0}, {"num_features": 3, "outputscale": 4.0}]})
+    y, width = prior_draws(prior, 3000, 10, torch.Generator().manual_seed(0))
+    assert width == 3 and y.numel() == 3000
+    assert 2.5 < float(y.var()) < 6.0  # on the prior's scale: outputscale 4 + noise 0.01
+    z, _ = prior_draws(prior, 3000, 10, torch.Generator().manual_seed(0), standardize=True)
+    per_dataset = z.reshape(-1, 10)
+    assert torch.allclose(per_dataset.mean(1), torch.zeros(300), atol=1e-5)
+    assert torch.allclose(per_dataset.std(1), torch.ones(300), atol=1e-5)
+    pfn = build_model({"emsize": 8, "nlayers": 1, "nhead": 2, "num_buckets": 20, "border_samples": 2000,
+                       "standardize_y": True}, prior, 10)
+    assert pfn.num_features == 3 and pfn.standardize_y and pfn.num_buckets == 20
+    # standardised units: a standardised sample of 10 has |z| <= 9/√10 = 2.846 (raw draws reach ~±8)
+    assert float(pfn.borders.abs().max()) <= 9 / 10**0.5 + 1e-4 and abs(float(pfn.borders[10])) < 0.2
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"type": "spline"}, "'prior.type'"),
+    ({"type": "gp", "lenghtscale": 1.0}, "unknown entries \\['lenghtscale'\\] in 'prior'"),
+    ({"type": "gp", "lengthscale": {"beta": [1, 2]}}, "'prior.lengthscale'"),
+    ({"type": "gp", "noise_std": "small"}, "'prior.noise_std'"),
+    ({"type": "pyro", "model": "no_colon"}, "'prior.model'"),
+    ({"type": "mixture", "components": []}, "'prior.components'"),
+])
+def test_bad_prior_tables_name_the_entry(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_prior(spec)
+
+
+def test_bad_config_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_config(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="'output' is missing"):
+        load_config(write(tmp_path / "c.json", {"prior": {}}))
+    with pytest.raises(ValueError, match="unknown entries \\['optimizer'\\]"):
+        load_config(write(tmp_path / "c.json", {"output": "x", "prior": {}, "optimizer": {}}))
+    assert main([str(tmp_path / "bad.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    config = tiny_config(tmp_path)
+    config["training"]["batchsize"] = 3
+    with pytest.raises(ValueError, match="unknown entries \\['batchsize'\\] in 'training'"):
+        main([str(write(tmp_path / "c.json", config))])
+
+
+@pytest.mark.slow
+def test_the_command_under_torchrun_matches_one_process(tmp_path: Path) -> None:
+    """Two gloo ranks via torchrun write the same PFN as one process drawing both ranks' datasets
+    (training.data_shards = 2), to 1e-6."""
+    ddp = tiny_config(tmp_path)
+    ddp["output"], ddp["checkpoint"] = str(tmp_path / "ddp.pfn"), str(tmp_path / "ddp.ckpt")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+         "bayesact.pfn_train", str(write(tmp_path / "ddp.json", ddp)), "--no-progress"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = tiny_config(tmp_path)
+    single["training"]["data_shards"] = 2
+    main([str(write(tmp_path / "single.json", single)), "--no-progress"])
+    record = json.loads(Path(ddp["output"] + ".train.json").read_text())
+    assert record["world_size"] == 2
+    for (name, va), vb in zip(PFN.load(ddp["output"]).state_dict().items(),
+                              PFN.load(single["output"]).state_dict().values(), strict=True):
+        assert torch.allclose(va, vb, atol=1e-6, rtol=0), name
