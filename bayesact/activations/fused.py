@@ -9,127 +9,120 @@ between but x itself. Inductor generates C++/OpenMP kernels on CPU and Triton ke
 (Letting AOTAutograd partition a compiled forward instead saves masks or intermediates, which on CPU
 made ReLU several times slower than eager.)
 
-Compiled functions are cached per activation and settings for the process. Where compilation is
-unavailable (no working compiler, an unsupported Python) the first failure warns once and
-everything runs eagerly with identical results.
+Compilation goes through the library's compile policy (:mod:`bayesact.compilation`): each
+direction is compiled once per activation and settings, verified against eager on its first
+inputs, cached for the process (and Inductor's artifacts on disk, so the next process skips the
+compiler), and turned off by ``BAYESACT_COMPILE=0`` or ``bayesact.compilation.set_enabled(False)``.
+Where compilation is unavailable (no working compiler, an unsupported Python) or a compiled kernel
+disagrees with eager, one warning is emitted and everything runs eagerly with identical results.
+
+``fused="auto"``: inputs under :data:`AUTO_MIN_ELEMENTS` elements run eagerly (a compiled call's
+fixed cost exceeds the fusion gain there); larger ones run eagerly until the activation has been
+called :data:`~bayesact.compilation.AUTO_MIN_CALLS` times, then each direction compiles in a
+background thread and the fused path takes over once verified: no call waits for the compiler.
 """
 
 from __future__ import annotations
 
-import types
-import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["FusedFallbackWarning", "call_fused", "fused_available"]
+from bayesact import compilation
+from bayesact.compilation import Compiled, CompileFallbackWarning
+
+__all__ = [
+    "AUTO_MIN_ELEMENTS", "FusedFallbackWarning", "FusedMode", "call_fused", "check_fused", "fused_available",
+]
+
+#: the policy: True (compile at the first call), False (eager), "auto" (compile in the background)
+FusedMode = bool | Literal["auto"]
+
+#: with ``fused="auto"``, inputs smaller than this run eagerly
+AUTO_MIN_ELEMENTS = 1 << 16
+
+#: the warning of a fused activation falling back to eager (the compile policy's warning)
+FusedFallbackWarning = CompileFallbackWarning
 
 
-class FusedFallbackWarning(RuntimeWarning):
-    """Compilation is unavailable; fused activations run eagerly (identical results, slower)."""
+def check_fused(value: object, caller: str) -> None:
+    """TypeError unless ``value`` is True, False or "auto"."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise TypeError(f"{caller}: 'fused' must be True, False or 'auto', got {value!r}")
 
 
-_fallback_reason: str | None = None
-_cache: dict[tuple[Any, ...], type[torch.autograd.Function]] = {}
+@dataclass
+class _Kernels:
+    forward: Compiled
+    backward: Compiled
+    function: type[torch.autograd.Function]
+
+
+_cache: dict[tuple[Any, ...], _Kernels] = {}
 
 
 def fused_available() -> bool:
-    """False once compilation has failed in this process (the fused path then runs eagerly)."""
-    return _fallback_reason is None
+    """False when compilation is off or a fused activation fell back to eager in this process."""
+    return compilation.is_enabled() and not any(
+        "failed" in (k.forward.state, k.backward.state) for k in _cache.values()
+    )
 
 
-def _fall_back(err: BaseException) -> None:
-    global _fallback_reason
-    if _fallback_reason is None:
-        text = str(err).splitlines()[0] if str(err) else ""
-        _fallback_reason = f"{type(err).__name__}: {text}"
-        warnings.warn(
-            f"bayesact: torch.compile is unavailable ({_fallback_reason}); fused activations fall "
-            "back to eager PyTorch (same results, no fusion).",
-            FusedFallbackWarning,
-            stacklevel=4,
-        )
-
-
-def _own_code(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """A copy of the closure ``fn`` with its own code object named ``name``.
-
-    Dynamo caches compiled graphs on code objects (at most ``recompile_limit`` per object, then it
-    silently runs eagerly), so every activation's closures need their own.
-    """
-    code = fn.__code__.replace(co_name=name, co_qualname=name)
-    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-
-
-def _fused_function(
-    key: str, fn: Callable[..., Tensor], names: tuple[str, ...], options: Mapping[str, Any]
-) -> type[torch.autograd.Function]:
-    """An autograd function with compiled forward and compiled vjp backward for ``fn``."""
+def _kernels(key: str, fn: Callable[..., Tensor], names: tuple[str, ...], options: Mapping[str, Any],
+             policy: Literal["always", "auto"]) -> _Kernels:
+    """Compiled forward and vjp backward of ``fn`` and the autograd function that runs them."""
 
     def pure(x: Tensor, *values: Tensor) -> Tensor:
         return fn(x, **dict(zip(names, values, strict=True)), **options)
 
     def vjp(x: Tensor, grad: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
         pullback = torch.func.vjp(pure, x, *values)[1]  # (output, pullback) without has_aux
-        return pullback(grad)
+        return tuple(pullback(grad))
 
-    def with_fallback(compiled: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Tensor) -> Any:
-            if _fallback_reason is None:
-                try:
-                    return compiled(*args)
-                except Exception as err:  # a compiler failure; eager decides whether input was bad
-                    result = eager(*args)  # raises the genuine error for bad input
-                    _fall_back(err)
-                    return result
-            return eager(*args)
-
-        return run
-
-    try:
-        label = "".join(c if c.isalnum() else "_" for c in key)
-        compiled_pure = torch.compile(_own_code(pure, f"fused_{label}_forward"), dynamic=None)
-        compiled_vjp = torch.compile(_own_code(vjp, f"fused_{label}_backward"), dynamic=None)
-        forward_kernel = with_fallback(compiled_pure, pure)
-        backward_kernel = with_fallback(compiled_vjp, vjp)
-    except Exception as err:  # torch.compile itself refused
-        _fall_back(err)
-        forward_kernel, backward_kernel = pure, vjp
+    label = "".join(c if c.isalnum() else "_" for c in key)
+    forward = compilation.compiled(pure, name=f"fused_{label}_forward", policy=policy)
+    backward = compilation.compiled(vjp, name=f"fused_{label}_backward", policy=policy)
 
     class Fused(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, x: Tensor, *values: Tensor) -> Tensor:
             ctx.save_for_backward(x, *values)
             with torch.no_grad():
-                return forward_kernel(x, *values)
+                return forward.run(x.detach(), *(v.detach() for v in values))
 
         @staticmethod
         def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
             x, *values = ctx.saved_tensors
-            grads = backward_kernel(x, grad.contiguous(), *values)
+            with torch.no_grad():
+                grads = backward(x.detach(), grad.detach().contiguous(), *(v.detach() for v in values))
             return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad, strict=True))
 
-    return Fused
+    return _Kernels(forward, backward, Fused)
 
 
 def call_fused(key: str, fn: Callable[..., Tensor], x: Tensor, tensors: Mapping[str, Tensor],
-               options: Mapping[str, Any]) -> Tensor:
+               options: Mapping[str, Any], mode: FusedMode = True) -> Tensor:
     """``fn(x, **tensors, **options)`` through compiled forward and backward kernels.
 
-    ``key`` names the activation; compiled functions are cached per key, tensor names and options.
-    A failure to compile falls back to eager with one warning per process; an error that eager
-    raises too (bad input) propagates unchanged.
+    ``key`` names the activation; compiled functions are cached per key, tensor names, options
+    and ``mode`` (True: compile at the first call; "auto": see the module docstring; False:
+    eager). A failure to compile falls back to eager with one warning per process; an error
+    that eager raises too (bad input) propagates unchanged.
     """
-    names = tuple(tensors)
-    cache_key = (key, names, repr(sorted(options.items())))
-    function = _cache.get(cache_key)
-    if function is None:
-        if not torch._dynamo.is_dynamo_supported():
-            _fall_back(RuntimeError("torch.compile is not supported on this Python/platform"))
-        function = _fused_function(key, fn, names, dict(options))
-        _cache[cache_key] = function
-    if _fallback_reason is not None:
+    if mode is False or (mode == "auto" and x.numel() < AUTO_MIN_ELEMENTS):
         return fn(x, **tensors, **options)
-    return function.apply(x, *tensors.values())
+    policy: Literal["always", "auto"] = "auto" if mode == "auto" else "always"
+    names = tuple(tensors)
+    cache_key = (key, names, repr(sorted(options.items())), policy)
+    kernels = _cache.get(cache_key)
+    if kernels is None:
+        kernels = _cache[cache_key] = _kernels(key, fn, names, dict(options), policy)
+    values = tuple(tensors.values())
+    with torch.no_grad():
+        ready = kernels.forward.prepare(x.detach(), *(v.detach() for v in values))
+    if not ready:
+        return fn(x, **tensors, **options)
+    return kernels.function.apply(x, *values)

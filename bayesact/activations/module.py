@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ._composite import mixture_of
-from .fused import call_fused
+from .fused import FusedMode, call_fused, check_fused
 from .registry import ActivationInfo, Constraint, check_input, spec
 
 RAW_PREFIX = "raw_"
@@ -32,7 +32,8 @@ class Activation(nn.Module):
     (..., C); a length that matches no input channel count is a ``ValueError`` naming the parameter.
     They are cast to the input's dtype on the fly, so the output keeps the input's dtype.
     Settings that are not numeric (e.g. a rational's degrees) are in ``options``. With ``fused=True``
-    forward and backward run as compiled kernels (see :mod:`bayesact.activations.fused`).
+    forward and backward run as compiled kernels, with ``fused="auto"`` once compiled in the
+    background for large inputs (see :mod:`bayesact.activations.fused`).
 
     A trainable parameter with a constrained domain is stored as the ``nn.Parameter`` ``raw_<name>``
     and ``<name>`` is computed from it (softplus for ``> 0`` and ``>= 0``, sigmoid for ``[0, 1]``,
@@ -41,11 +42,11 @@ class Activation(nn.Module):
     the value and sets the raw parameter to match.
     """
 
-    def __init__(self, name: str, *, trainable: bool = True, fused: bool = False, **params: Any):
+    def __init__(self, name: str, *, trainable: bool = True, fused: FusedMode = False, **params: Any):
         super().__init__()
-        for flag, value in (("trainable", trainable), ("fused", fused)):
-            if not isinstance(value, bool):
-                raise TypeError(f"get: {flag!r} must be a bool, got {type(value).__name__}")
+        if not isinstance(trainable, bool):
+            raise TypeError(f"get: 'trainable' must be a bool, got {type(trainable).__name__}")
+        check_fused(fused, "get")
         entry = spec(name)
         values = entry.bind(params)
         self.name = name
@@ -124,7 +125,7 @@ class Activation(nn.Module):
         params = self._cast_params(x)
         entry.check_shapes(x, params)
         if self.fused and not entry.native:
-            return call_fused(self.name, entry.fn, x, params, self.options)
+            return call_fused(self.name, entry.fn, x, params, self.options, self.fused)
         return entry.fn(x, **params, **self.options)
 
     def extra_repr(self) -> str:
@@ -134,7 +135,7 @@ class Activation(nn.Module):
             parts.append(f"{key}={shown}")
         parts += [f"{k}={v!r}" for k, v in self.options.items()]
         if self.fused:
-            parts.append("fused=True")
+            parts.append(f"fused={self.fused!r}")
         return ", ".join(parts)
 
 
@@ -158,7 +159,7 @@ def _mixture_eval(
 class MixtureActivation(Activation):
     """``get("mixture", names=..., weights=...)``: its components are trainable modules too."""
 
-    def __init__(self, name: str = "mixture", *, trainable: bool = True, fused: bool = False,
+    def __init__(self, name: str = "mixture", *, trainable: bool = True, fused: FusedMode = False,
                  **params: Any):
         super().__init__(name, trainable=trainable, fused=fused, **params)
         self.components = nn.ModuleList(
@@ -179,21 +180,23 @@ class MixtureActivation(Activation):
             "component_options": tuple(tuple(sorted(c.options.items())) for c in components),
         }
         if self.fused:
-            return call_fused("mixture", _mixture_eval, x, tensors, options)
+            return call_fused("mixture", _mixture_eval, x, tensors, options, self.fused)
         return _mixture_eval(x, **tensors, **options)
 
 
 _MODULE_CLASSES: dict[str, type[Activation]] = {"mixture": MixtureActivation}
 
 
-def get(name: str, *, trainable: bool = True, fused: bool = False, **params: Any) -> Activation:
+def get(name: str, *, trainable: bool = True, fused: FusedMode = False, **params: Any) -> Activation:
     """The activation ``name`` as a module with the given parameters (defaults otherwise).
 
     Args:
         name: a registered name (see :func:`bayesact.activations.names`).
         trainable: parameters are ``nn.Parameter``s when True, buffers when False.
-        fused: run forward and backward as compiled kernels (falls back to eager with a warning
-            where compilation is unavailable).
+        fused: True runs forward and backward as compiled kernels (compiled at the first call;
+            falls back to eager with a warning where compilation is unavailable); "auto" runs
+            eagerly until an input of at least ``AUTO_MIN_ELEMENTS`` elements has been seen a few
+            times, then compiles in the background; False is eager.
         **params: the activation's parameters; tensors give per-channel values.
 
     Raises:

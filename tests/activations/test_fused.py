@@ -9,6 +9,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from bayesact import activations as A
+from bayesact import compilation
 from bayesact.activations import fused
 from bayesact.activations.registry import spec
 
@@ -78,6 +79,12 @@ def assert_fused_matches_eager(name: str) -> None:
         assert counters["frames"]["ok"] == frames
     else:  # forward and backward each compiled (dynamo silently runs eagerly past its recompile limit)
         assert counters["frames"]["ok"] >= frames + 2, f"{name}: the fused path compiled nothing"
+    _assert_agrees(name, params, got, want, x, grad_out)
+
+
+def _assert_agrees(name: str, params: dict, got: list[torch.Tensor], want: list[torch.Tensor],
+                   x: torch.Tensor, grad_out: torch.Tensor) -> None:
+    """The tolerance of :func:`assert_fused_matches_eager` (fused ``got``, eager ``want``)."""
     truth = _run(A.get(name, **params).double(), x.double(), grad_out.double())
     for i, label in enumerate(("output", "input gradient")):
         scale = want[i].abs().max().item()
@@ -99,25 +106,37 @@ def test_fused_matches_eager_for_every_activation(name: str) -> None:
     assert_fused_matches_eager(name)
 
 
+@pytest.fixture
+def fresh_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fused kernels built and no fallback warned yet in this process."""
+    monkeypatch.setattr(fused, "_cache", {})
+    monkeypatch.setattr(compilation, "_warned", set())
+    monkeypatch.setattr(compilation, "_fallbacks", {})
+
+
+@pytest.mark.usefixtures("fresh_policy")
 def test_fallback_warns_once_and_runs_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken_compile(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no C++ compiler found")
 
-    monkeypatch.setattr(fused, "_cache", {})
-    monkeypatch.setattr(fused, "_fallback_reason", None)
     monkeypatch.setattr(torch, "compile", broken_compile)
     module = A.get("golu", fused=True)
-    x = torch.randn(100)
-    with pytest.warns(A.FusedFallbackWarning, match="no C\\+\\+ compiler found"):
+    x = torch.randn(100, requires_grad=True)
+    with pytest.warns(A.FusedFallbackWarning, match="no C\\+\\+ compiler found") as record:
         first = module(x)
+        module(x)
+    assert len(record) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second warning would fail here
         second = A.get("smelu", fused=True)(x)
     torch.testing.assert_close(first, A.functional.golu(x))
     torch.testing.assert_close(second, A.functional.smelu(x))
+    first.sum().backward()  # eager autograd
+    torch.testing.assert_close(x.grad, torch.func.grad(lambda t: A.functional.golu(t).sum())(x.detach()))
     assert not A.fused_available()
 
 
+@pytest.mark.usefixtures("fresh_policy")
 def test_bad_input_raises_the_eager_error_without_falling_back(monkeypatch: pytest.MonkeyPatch) -> None:
     def refusing_compile(fn, **kwargs: object):
         def compiled(*args: object, **kw: object) -> None:
@@ -125,11 +144,54 @@ def test_bad_input_raises_the_eager_error_without_falling_back(monkeypatch: pyte
 
         return compiled
 
-    monkeypatch.setattr(fused, "_cache", {})
-    monkeypatch.setattr(fused, "_fallback_reason", None)
     monkeypatch.setattr(torch, "compile", refusing_compile)
     with pytest.raises(ValueError, match="even last dimension"):
         A.get("swiglu", fused=True)(torch.randn(2, 5))
+    assert A.fused_available()
+
+
+@pytest.mark.usefixtures("fresh_policy")
+def test_compilation_off_runs_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(compilation.ENV_VAR, "0")
+    frames = counters["frames"]["ok"]
+    x = torch.randn(64, 8)
+    torch.testing.assert_close(A.get("xatlu", fused=True)(x), A.get("xatlu")(x), rtol=0, atol=0)
+    assert counters["frames"]["ok"] == frames
+    assert not A.fused_available()
+
+
+def test_fused_must_be_a_bool_or_auto() -> None:
+    with pytest.raises(TypeError, match="'fused' must be True, False or 'auto'"):
+        A.get("xatlu", fused="yes")  # type: ignore[arg-type]
+    assert "fused='auto'" in repr(A.get("xatlu", fused="auto"))
+
+
+@pytest.mark.usefixtures("fresh_policy")
+def test_auto_runs_small_inputs_eagerly_and_compiles_large_ones_in_the_background() -> None:
+    """Small inputs never compile; a large input runs eagerly (no waiting) until a few calls have
+    been made, then the compiled kernels take over and agree with eager (tolerance as above)."""
+    module = A.get("xatlu", fused="auto")
+    eager = A.get("xatlu")
+    eager.load_state_dict(module.state_dict())
+    frames = counters["frames"]["ok"]
+    for _ in range(2 * compilation.AUTO_MIN_CALLS):
+        module(torch.randn(8, 8, requires_grad=True)).sum().backward()
+    assert counters["frames"]["ok"] == frames and fused._cache == {}
+    x = torch.randn(fused.AUTO_MIN_ELEMENTS // 8, 8) * 3
+    grad_out = torch.randn_like(x)
+    want = _run(eager, x, grad_out)
+    for _ in range(compilation.AUTO_MIN_CALLS):
+        got = _run(module, x, grad_out)
+    (kernels,) = fused._cache.values()
+    assert kernels.forward.wait(300) == "ready"
+    _run(module, x, grad_out)  # the first fused call: its backward reaches min_calls now
+    for _ in range(compilation.AUTO_MIN_CALLS):
+        got = _run(module, x, grad_out)
+    assert kernels.backward.wait(300) == "ready"
+    frames = counters["frames"]["ok"]
+    got = _run(module, x, grad_out)
+    assert counters["frames"]["ok"] == frames  # compiled already: this call ran the kernels
+    _assert_agrees("xatlu", {}, got, want, x, grad_out)
     assert A.fused_available()
 
 
