@@ -65,7 +65,8 @@ class GPDatasetPrior:
     Args:
         num_features: input dimension d.
         kernel: one of :data:`KERNELS`.
-        lengthscale, outputscale: > 0, numbers or distributions.
+        lengthscale: ℓ > 0, a number or a distribution.
+        outputscale: s > 0, a number or a distribution.
         noise_std: σ >= 0, a number or a distribution.
         x_sampler: inputs (default: x ~ U[0, 1]^d).
         ard: draw a scalar lengthscale distribution independently per input dimension.

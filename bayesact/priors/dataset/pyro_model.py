@@ -23,7 +23,8 @@ class PyroDatasetPrior:
 
     Args:
         model: a Pyro model called as ``model(num_points)``.
-        x_site, y_site: names of the sample (or deterministic) sites holding x and y.
+        x_site: name of the sample (or deterministic) site holding x.
+        y_site: name of the site holding y.
         parallel: vectorise the batch with Predictive's ``parallel=True``.
     """
 
