@@ -388,7 +388,7 @@ def check_fingerprint(stored: dict[str, Any], current: dict[str, Any], path: str
 
 def check_latent_sites(payload: dict[str, Any], latent: dict[str, Any], path: str) -> None:
     """Refuse a model whose latent sites (name -> shape) are not those of the checkpointed run;
-    the samplers' resume functions call this once the potential is built."""
+    :func:`~bayesact.infer.run.resume_run` calls this once the potential is built."""
     _refuse(_latent_problems(payload["fingerprint"].get("latent", {}), latent), path)
 
 
@@ -458,6 +458,6 @@ def resume(
     config = payload["config"]
     dtype, device = _dtype(config["dtype"]), torch.device(config["device"])
     args, kwargs = move_arguments(args, model_kwargs or {}, device, dtype)
-    # the data now; the latent sites in resume_mcmc / resume_sghmc, once the model is traced
+    # the data now; the latent sites in run.resume_run, once the model is traced
     check_fingerprint(payload["fingerprint"], data_fingerprint(args, kwargs), path)
     return _RESUMERS[payload["format"]](payload, path, model, args, kwargs, progress)
