@@ -1,7 +1,8 @@
-"""The MCMC driver: warmup adaptation, sampling, progress, interruption.
+"""NUTS/HMC with warmup adaptation: :func:`mcmc`, its configuration, state and runner.
 
-Checkpoint files and :func:`~bayesact.infer.resume` live in :mod:`bayesact.infer.checkpoint`;
-the compiled NUTS steps in :mod:`bayesact.infer.compiled`.
+The runner is a :class:`~bayesact.infer.run.RunLoop` (phases, Ctrl-C, checkpoints and the
+posterior are the shared run loop's); checkpoint files and :func:`~bayesact.infer.resume` live
+in :mod:`bayesact.infer.checkpoint`, the compiled NUTS steps in :mod:`bayesact.infer.compiled`.
 """
 
 from __future__ import annotations
