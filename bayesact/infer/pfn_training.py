@@ -491,7 +491,8 @@ def train_pfn(
         checkpoint: file written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
         checkpoint_every: steps between checkpoints.
         resume: continue from ``checkpoint`` when that file exists (the same options are required,
-            except ``num_steps``, which may grow); on CPU the result equals an uninterrupted run.
+            except ``num_steps``, which may grow; ``lr``, ``warmup`` and ``seed`` left at None
+            take the stored values); on CPU the result equals an uninterrupted run.
             :func:`bayesact.infer.resume` ``(path, pfn, prior)`` does the same with the stored options.
         progress: a tqdm bar with the loss and datasets/s (on a terminal; rank 0 only).
         seed: seed of the data and split streams (default: drawn from torch's global stream;
@@ -526,6 +527,7 @@ def train_pfn(
     weight_decay = _positive("weight_decay", weight_decay, allow_zero=True)
     if grad_clip is not None:
         grad_clip = _positive("grad_clip", grad_clip)
+    defaults = {name for name, value in (("warmup", warmup), ("lr", lr)) if value is None}
     if warmup is None:
         warmup = num_steps // 4
     warmup = _int("warmup", warmup, 0)
@@ -565,8 +567,9 @@ def train_pfn(
     )
     payload = load_checkpoint(path, PFN_FORMAT) if resume and path and os.path.exists(path) else None
     if payload is not None:
+        for name in defaults | {"seed"}:  # options left to their defaults continue the stored ones
+            setattr(cfg, name, payload["config"][name])
         _check_same_config(payload, cfg, path or "", explicit_seed)
-        cfg.seed = int(payload["config"]["seed"])
     run = _Run(pfn, prior, cfg, path, rank, world)
     if payload is not None:
         run.load(payload, path or "")

@@ -241,6 +241,18 @@ def test_checkpoint_is_written_every_k_steps_as_a_safe_file(tmp_path: Path) -> N
         train_pfn(fresh_model(), gp_prior(), 10, checkpoint=path, resume=True, **{**OPTIONS, "seed": 12})
 
 
+def test_resume_with_default_options_continues_the_stored_ones(tmp_path: Path) -> None:
+    """lr, warmup and seed left at None on resume are the checkpoint's (warmup's default
+    num_steps // 4 would otherwise change with a longer num_steps)."""
+    path = tmp_path / "run.ckpt"
+    first = train_pfn(fresh_model(), gp_prior(), 8, batch_size=4, seq_len=10, checkpoint=path, progress=False)
+    longer = train_pfn(fresh_model(), gp_prior(), 12, batch_size=4, seq_len=10, checkpoint=path, resume=True,
+                       progress=False)
+    assert longer.config.warmup == first.config.warmup == 2 and longer.config.lr == first.config.lr
+    assert longer.config.seed == first.config.seed and longer.steps_done == 12
+    assert torch.equal(longer.losses[:8], first.losses)
+
+
 def test_resume_without_a_file_starts_afresh(tmp_path: Path) -> None:
     path = tmp_path / "new.ckpt"
     result = train_pfn(fresh_model(), gp_prior(), 3, checkpoint=path, resume=True, **OPTIONS)
