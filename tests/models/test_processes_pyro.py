@@ -16,7 +16,7 @@ from pyro.nn import PyroSample
 
 from bayesact import infer
 from bayesact.kernels import NNGPKernel
-from bayesact.models import GP, StudentTProcess
+from bayesact.models import GP, BurrXII, ScaleMixtureProcess, StudentTProcess
 
 
 def _data(n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,12 +25,17 @@ def _data(n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.sin(2 * x.sum(-1)) + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("kind", ["gp", "tp"])
+@pytest.mark.parametrize("kind", ["gp", "tp", "sm"])
 def test_bayesact_mcmc_captures_the_process_model_without_warnings(kind: str) -> None:
     """The data checks (finite x, y; Cholesky info) read values: skipped while traced, so the potential's
     gradient is captured as a graph (before: 'could not capture ... using vmap' UserWarning)."""
     x, y = _data(8)
-    tp = (GP if kind == "gp" else StudentTProcess)(NNGPKernel("relu", depth=1)).double()
+    kernel = NNGPKernel("relu", depth=1)
+    tp: GP | StudentTProcess | ScaleMixtureProcess
+    if kind == "sm":  # the latent is σ²
+        tp = ScaleMixtureProcess(kernel, BurrXII(torch.tensor(2.0, dtype=torch.float64), 2.0)).double()
+    else:
+        tp = (GP if kind == "gp" else StudentTProcess)(kernel).double()
     tp.noise = PyroSample(dist.LogNormal(torch.tensor(-2.0, dtype=torch.float64), 1.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
