@@ -90,10 +90,11 @@ class BarDistribution(TorchDistribution):
             raise ValueError("'borders' contains NaN or inf")
         widths = borders.diff(dim=-1)
         if not bool((widths > 0).all()):
-            bad = int((widths <= 0).nonzero()[0, -1])
+            where = (widths <= 0).nonzero()[0].tolist()
+            row, bad = borders[tuple(where[:-1])], where[-1]
             raise ValueError(
-                f"'borders' must be strictly increasing, but border {bad + 1} "
-                f"({float(borders.flatten()[bad + 1])}) does not exceed border {bad}"
+                f"'borders' must be strictly increasing, but border {bad + 1} ({float(row[bad + 1])}) "
+                f"does not exceed border {bad} ({float(row[bad])})"
             )
         self.borders = borders
         self.logits = logits

@@ -247,6 +247,12 @@ def test_bad_borders_and_logits_raise_naming_them(borders, logits, match: str) -
         BarDistribution(borders, logits)
 
 
+def test_non_increasing_batched_borders_are_named_with_their_values() -> None:
+    borders = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 0.5, 3.0]])
+    with pytest.raises(ValueError, match=r"border 2 \(0.5\) does not exceed border 1 \(1.0\)"):
+        BarDistribution(borders, torch.zeros(3))
+
+
 # ---------------------------------------------------------------------- batching and Pyro
 def test_batched_borders_broadcast_against_logits() -> None:
     base = example()
