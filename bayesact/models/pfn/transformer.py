@@ -62,41 +62,52 @@ class PFNLayer(nn.Module):
         b, _, length, _ = heads.shape
         return self.out(heads.transpose(1, 2).reshape(b, length, self.nhead * self.head_dim))
 
-    def _query_attention(self, q: Tensor, k: Tensor, v: Tensor, k_train: Tensor, v_train: Tensor) -> Tensor:
-        """Each query over the training keys/values, plus its own key/value when enabled."""
-        n, d = k_train.shape[-2], self.head_dim
+    def _pad(self) -> int:
+        """Zero columns after the extra coordinate: widths that are multiples of 8 suit the fused kernels."""
+        return (8 - (self.head_dim + 1) % 8) % 8
+
+    def attention_cache(self, k_train: Tensor, v_train: Tensor) -> tuple[Tensor, Tensor]:
+        """The keys and values every query of this layer attends to, built once from the training
+        keys and values (B, H, n, D): with query self-attention, both widened by the extra
+        coordinate (and zero padding) and followed by the unit key/value that stands for the
+        query's own token."""
         if not self.query_self_attention:
-            if n == 0:  # no training tokens: the attention branch contributes nothing
-                return torch.zeros_like(q)
-            return F.scaled_dot_product_attention(q, k_train, v_train)
-        b, h, m, _ = q.shape
-        pad = 8 - (d + 1) % 8 if (d + 1) % 8 else 0  # widths that are multiples of 8 suit the fused kernels
-        width = d + 1 + pad
-        own = (q * k).sum(-1, keepdim=True)  # q_i · k_i
-        q_ext = torch.cat([q, own, q.new_zeros(b, h, m, pad)], dim=-1)
-        keys = torch.cat([k_train, k_train.new_zeros(b, h, n, 1 + pad)], dim=-1)
-        values = torch.cat([v_train, v_train.new_zeros(b, h, n, 1 + pad)], dim=-1)
-        unit = q.new_zeros(b, h, 1, width)
+            return k_train, v_train
+        b, h, n, d = k_train.shape
+        width = d + 1 + self._pad()
+        zeros = k_train.new_zeros(b, h, n, width - d)
+        unit = k_train.new_zeros(b, h, 1, width)
         unit[..., d] = 1.0
-        keys = torch.cat([keys, unit], dim=-2)
-        values = torch.cat([values, unit], dim=-2)
+        keys = torch.cat([torch.cat([k_train, zeros], dim=-1), unit], dim=-2)
+        values = torch.cat([torch.cat([v_train, zeros], dim=-1), unit], dim=-2)
+        return keys, values
+
+    def _query_attention(self, q: Tensor, k: Tensor, v: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """Each query over the cached training keys/values, plus its own key/value when enabled."""
+        d = self.head_dim
+        if not self.query_self_attention:
+            if keys.shape[-2] == 0:  # no training tokens: the attention branch contributes nothing
+                return torch.zeros_like(q)
+            return F.scaled_dot_product_attention(q, keys, values)
+        b, h, m, _ = q.shape
+        own = (q * k).sum(-1, keepdim=True)  # q_i · k_i, the score of the query's own key
+        q_ext = torch.cat([q, own, q.new_zeros(b, h, m, self._pad())], dim=-1)
         out = F.scaled_dot_product_attention(q_ext, keys, values, scale=1.0 / math.sqrt(d))
         return out[..., :d] + out[..., d : d + 1] * v
 
-    def train_step(self, train: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Training tokens (B, n, E) -> (updated tokens, keys, values); the keys and values
-        (B, H, n, D) are what every query of this layer attends to."""
+    def train_step(self, train: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Training tokens (B, n, E) -> (updated tokens, :meth:`attention_cache` of this layer)."""
         q, k, v = self._heads(train)
         if train.shape[1]:
             att = self._merge(F.scaled_dot_product_attention(q, k, v))
         else:  # no training tokens
             att = torch.zeros_like(train)
-        return self._feed_forward(self.norm1(train + att)), k, v
+        return self._feed_forward(self.norm1(train + att)), self.attention_cache(k, v)
 
-    def query_step(self, query: Tensor, k_train: Tensor, v_train: Tensor) -> Tensor:
-        """Query tokens (B, m, E) -> updated, given this layer's training keys and values."""
+    def query_step(self, query: Tensor, cache: tuple[Tensor, Tensor]) -> Tensor:
+        """Query tokens (B, m, E) -> updated, given this layer's :meth:`attention_cache`."""
         q, k, v = self._heads(query)
-        att = self._merge(self._query_attention(q, k, v, k_train, v_train))
+        att = self._merge(self._query_attention(q, k, v, *cache))
         return self._feed_forward(self.norm1(query + att))
 
     def _feed_forward(self, tokens: Tensor) -> Tensor:
@@ -118,21 +129,23 @@ class PFNTransformer(nn.Module):
         return [cast(PFNLayer, layer) for layer in self.layers]
 
     def encode_train(self, train: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Training tokens (B, n, E) -> every layer's training keys and values (computed once)."""
+        """Training tokens (B, n, E) -> every layer's :meth:`PFNLayer.attention_cache`, computed once
+        for any number of queries."""
         cache = []
         layers = self._layers()
         for i, layer in enumerate(layers):
             if i == len(layers) - 1:  # the last layer's training outputs are never read
                 _, k, v = layer._heads(train)
+                cache.append(layer.attention_cache(k, v))
             else:
-                train, k, v = layer.train_step(train)
-            cache.append((k, v))
+                train, entry = layer.train_step(train)
+                cache.append(entry)
         return cache
 
     def decode_queries(self, query: Tensor, cache: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Query tokens (B, m, E) -> after the last layer, attending to ``cache`` (:meth:`encode_train`)."""
-        for layer, (k, v) in zip(self._layers(), cache, strict=True):
-            query = layer.query_step(query, k, v)
+        for layer, entry in zip(self._layers(), cache, strict=True):
+            query = layer.query_step(query, entry)
         return query
 
     def forward(self, train: Tensor, query: Tensor) -> Tensor:

@@ -59,8 +59,8 @@ def test_query_attention_equals_the_masked_full_sequence(self_attention: bool, n
         for p in layer.parameters():
             p.normal_(0.0, 0.5)
     train, query = torch.randn(3, n, 16, dtype=torch.float64), torch.randn(3, 5, 16, dtype=torch.float64)
-    _, k, v = layer.train_step(train)
-    got = layer.query_step(query, k, v)
+    _, cache = layer.train_step(train)
+    got = layer.query_step(query, cache)
     want = masked_layer(layer, train, query, self_attention)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     weights = torch.randn_like(got)  # and the gradients of the layer's weights agree
@@ -76,7 +76,7 @@ def test_training_tokens_attend_only_to_training_tokens() -> None:
     x, y, _ = data(dtype=torch.float64)
     layer = model.transformer._layers()[0]
     train = model.x_encoder(x) + model.y_encoder(y.unsqueeze(-1))
-    new_train, _, _ = layer.train_step(train)
+    new_train, _ = layer.train_step(train)
     q, k, v = layer._heads(train)
     scores = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(layer.head_dim), -1)
     h = layer.norm1(train + layer._merge(scores @ v))
@@ -236,6 +236,16 @@ def test_predict_is_eval_no_grad_and_chunking_changes_nothing() -> None:
     torch.testing.assert_close(out.logits, ref, rtol=0, atol=1e-5)
     std = random_pfn(standardize_y=True)
     torch.testing.assert_close(std.predict(x, y, xt, dataset_chunk=2).mean, std(x, y, xt).mean)
+
+
+def test_training_keys_and_values_are_computed_once_for_all_query_chunks(monkeypatch) -> None:
+    model = random_pfn()
+    calls = []
+    encode = model.transformer.encode_train
+    monkeypatch.setattr(model.transformer, "encode_train", lambda train: calls.append(1) or encode(train))
+    x, y, xt = data(b=2, n=9, m=11)
+    model.predict(x, y, xt, query_chunk=2)  # six decoder passes
+    assert len(calls) == 1
 
 
 def test_arviz_posterior_predictive_and_log_predictive_density() -> None:
