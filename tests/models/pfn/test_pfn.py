@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
 import pickle
@@ -300,6 +302,13 @@ def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path) -> 
         PFN.load(path)
     torch.save({"config": _Payload(str(marker))}, path)  # a torch.save pickle, no safe header
     with pytest.raises(ValueError):
+        PFN.load(path)
+    buffer = io.BytesIO()  # a valid safe-file header (size and checksum right) over a pickled object
+    torch.save({"format": "bayesact.models.pfn/1", "config": _Payload(str(marker))}, buffer)
+    body = buffer.getvalue()
+    digest = hashlib.sha256(body).hexdigest().encode()
+    path.write_bytes(b"bayesact-safe/1 sha256=%s size=%d\n" % (digest, len(body)) + body)
+    with pytest.raises(ValueError, match="refused"):
         PFN.load(path)
     assert not os.path.exists(marker)
 
