@@ -156,6 +156,19 @@ def test_float64_end_to_end() -> None:
                                rtol=1e-4, atol=1e-4)
 
 
+def test_bf16_autocast_gives_a_float32_loss_close_to_the_float32_one() -> None:
+    model = random_pfn()
+    x, y, xt = data()
+    y_test = torch.randn(2, 5)
+    ref = model(x, y, xt).log_prob(y_test)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x, y, xt).log_prob(y_test)
+    assert low.dtype == torch.float32
+    assert (low - ref).abs().max() < 0.1 * ref.abs().max()  # bf16 keeps about 3 significant digits per layer
+    (-low.mean()).backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
 def test_training_loss_gradients_reach_every_parameter() -> None:
     model = PFN(3, num_buckets=20, emsize=16, nlayers=2, nhead=2)  # fresh: zero residual branches
     x, y, xt = data()
