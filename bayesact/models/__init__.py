@@ -11,6 +11,7 @@ from .likelihoods import (
     StudentT,
     make_likelihood,
 )
+from .moe import GaussianMoE, force_experts, mask_experts, relabel, simulate_moe, voronoi_loss
 from .pfn import PFN, BarDistribution
 from .processes import GP, BurrXII, ScaleMixtureProcess, StudentTProcess, StudentTProcessClassifier
 
@@ -24,11 +25,17 @@ __all__ = [
     "BurrXII",
     "Categorical",
     "Gaussian",
+    "GaussianMoE",
     "Likelihood",
     "MixtureLikelihood",
     "ScaleMixtureProcess",
     "StudentT",
     "StudentTProcess",
     "StudentTProcessClassifier",
+    "force_experts",
     "make_likelihood",
+    "mask_experts",
+    "relabel",
+    "simulate_moe",
+    "voronoi_loss",
 ]
