@@ -164,7 +164,7 @@ def test_bf16_autocast_gives_a_float32_loss_close_to_the_float32_one() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = model(x, y, xt).log_prob(y_test)
     assert low.dtype == torch.float32
-    assert (low - ref).abs().max() < 0.1 * ref.abs().max()  # bf16 keeps about 3 significant digits per layer
+    assert (low - ref).abs().max() < 0.1  # nats; measured 0.015 with |log q| up to 4.4
     (-low.mean()).backward()
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
 
