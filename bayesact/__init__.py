@@ -6,6 +6,8 @@ Layers, each importing only from the ones before it (checked by ``tests/test_imp
     infer        a foundation beside them: imports no other bayesact package; any layer may use it
     pfn_train    the command-line entry of PFN training: the only top-level module that may
                  import every layer (and nothing imports it)
+    compilation  the one compile policy (compile, verify against eager, cache, fall back): a
+                 foundation every layer may import; it imports no bayesact module
 
 Where each piece lives:
 
