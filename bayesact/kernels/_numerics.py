@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "arccos", "arccos_poly", "arcsin", "arcsin_poly", "arcsin_with_slope", "correlation", "correlation_from_roots", "rho_margin",
-    "root_features", "safe_sqrt", "tiny",
+    "arccos", "arccos_poly", "arcsin", "arcsin_poly", "arcsin_with_slope", "correlation",
+    "correlation_from_roots", "rho_margin", "root_features", "safe_sqrt", "tiny",
 ]
 
 

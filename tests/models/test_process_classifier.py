@@ -160,8 +160,8 @@ def test_dtypes_and_gradients(dtype: torch.dtype) -> None:
 def test_state_dict_round_trip() -> None:
     x, y = _data()
     src = _clf()
-    dst = StudentTProcessClassifier(gpytorch.kernels.RBFKernel().double(), 3, num_inducing=5, concentration=3.0,
-                                    rate=2.0)  # fmt: skip
+    dst = StudentTProcessClassifier(gpytorch.kernels.RBFKernel().double(), 3, num_inducing=5,
+                                    concentration=3.0, rate=2.0)
     dst.initialize(x, y, seed=7)
     dst.load_state_dict(src.state_dict())
     for a, b in zip(src.latent(x), dst.latent(x), strict=True):
