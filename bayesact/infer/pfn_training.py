@@ -261,7 +261,8 @@ class _Run:
         self.loss_dev = torch.zeros(cfg.num_steps, dtype=torch.float64, device=cfg.device)
         self.lrs = torch.full((cfg.num_steps,), math.nan, dtype=torch.float64)
         self.num_train = torch.full((cfg.num_steps, cfg.accumulate), -1, dtype=torch.long)
-        self.seconds = 0.0
+        self.seconds = 0.0  # finished phases (all sessions)
+        self.phase_start: float | None = None  # perf_counter at the start of the running phase
 
     # -- state -------------------------------------------------------------------------------
     def _rng_state(self) -> tuple[Tensor, dict[int, Tensor]]:
@@ -289,7 +290,8 @@ class _Run:
             "losses": self.losses[: self.step].clone(),
             "lr": self.lrs[: self.step].clone(),
             "num_train": self.num_train[: self.step].clone(),
-            "seconds": self.seconds,
+            "seconds": self.seconds + (0.0 if self.phase_start is None
+                                       else time.perf_counter() - self.phase_start),
         }
 
     def load(self, payload: dict[str, Any], path: str) -> None:
@@ -407,9 +409,10 @@ class _Run:
 
         def on_phase_end(phase: Phase, seconds: float) -> None:
             self.seconds += seconds
+            self.phase_start = None
 
         start = self.step
-        t0 = time.perf_counter()
+        t0 = self.phase_start = time.perf_counter()
         try:
             run_phases([Phase("train", 0, cfg.num_steps, "pfn training")], lambda: self.step, advance,
                        on_phase_end, progress and self.rank == 0, mininterval=0.5)

@@ -235,6 +235,21 @@ def test_checkpoint_is_written_every_k_steps_as_a_safe_file(tmp_path: Path) -> N
         train_pfn(fresh_model(), InterruptingPrior(5), 10, checkpoint=path, checkpoint_every=2, **OPTIONS)
     payload = load_checkpoint(path, PFN_FORMAT)  # weights-only loading, checksum verified
     assert payload["state"]["step"] == 4 and len(payload["state"]["losses"]) == 4
+
+
+def test_periodic_checkpoints_record_the_time_so_far(tmp_path: Path) -> None:
+    path = tmp_path / "run.ckpt"
+    seen: list[float] = []
+
+    class ReadsTheCheckpoint(InterruptingPrior):
+        def sample_batch(self, batch_size: int, num_points: int, generator: Any = None) -> Any:
+            if self.calls == 4:  # step 5 starts: the checkpoint of step 4 is on disk
+                seen.append(float(load_checkpoint(path, PFN_FORMAT)["state"]["seconds"]))
+            return super().sample_batch(batch_size, num_points, generator)
+
+    result = train_pfn(fresh_model(), ReadsTheCheckpoint(None), 6, checkpoint=path, checkpoint_every=4,
+                       **OPTIONS)
+    assert len(seen) == 1 and 0 < seen[0] < result.seconds
     with pytest.raises(ValueError, match="batch_size=8 here but 4"):
         train_pfn(fresh_model(), gp_prior(), 10, checkpoint=path, resume=True, **{**OPTIONS, "batch_size": 8})
     with pytest.raises(ValueError, match="'seed'=12 differs"):
