@@ -269,3 +269,32 @@ def test_bad_input_names_the_argument() -> None:
         moe.fit(x, y, method="newton")
     with pytest.raises(ValueError, match="num_restarts"):
         moe.fit(x, y, num_restarts=0)
+
+
+@pytest.mark.parametrize(
+    ("gate", "kwargs"),
+    [("softmax", None), ("temperature", None), ("activation", {"activation": "tanh"}), ("topk", {"k": 2}),
+     ("dselect", {"k": 2}), ("sparsemax", None), ("stablemax", None)],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_named_gate_runs_the_model_with_finite_gradients(gate: str, kwargs: dict | None,
+                                                                dtype: torch.dtype) -> None:
+    """Each gate of bayesact.models.moe.gates plugs in: a prior draw traces, the log-likelihood at it is
+    finite with finite gradients for every site, and one short MLE restart runs (float32 and float64)."""
+    moe = GaussianMoE(2, 4, gate=gate, gate_kwargs=kwargs).to(dtype)
+    x64, y64 = simulate_moe(80, {
+        "gate_weight": torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+        "gate_bias": torch.zeros(4, dtype=torch.float64),
+        "expert_weight": torch.eye(4, 2, dtype=torch.float64), "expert_bias": torch.arange(4.0).double(),
+        "noise_std": torch.full((4,), 0.5, dtype=torch.float64)}, seed=0)
+    x, y = x64.to(dtype), y64.to(dtype)
+    pyro.set_rng_seed(0)
+    trace = pyro.poutine.trace(moe).get_trace(x, y)
+    values = {n: trace.nodes[n]["value"].detach().clone().requires_grad_(True) for n in moe.site_names}
+    ll = moe.log_likelihood(x, y, values).sum()
+    ll.backward()
+    assert torch.isfinite(ll) and ll.dtype == dtype
+    for name, v in values.items():
+        assert v.grad is not None and bool(torch.isfinite(v.grad).all()), name
+    fit = moe.fit(x, y, num_restarts=1, seed=0, max_iter=20)
+    assert math.isfinite(fit.log_likelihood)
