@@ -14,8 +14,7 @@ recorded and the suite goes on; the report is rewritten after every step, so wha
 4. fused activations: ``benchmarks/activations.py --device cuda`` on 10⁸ elements, as a fraction of the
    measured streaming bandwidth;
 5. processes: ``benchmarks/processes.py --device cuda`` (GP / TP / scale mixture vs GPyTorch, n = 20,000);
-6. PFN training throughput (datasets per second of ``bayesact.infer.train_pfn``), when that function
-   exists in this checkout (``--step pfn``).
+6. PFN training throughput: datasets per second of ``bayesact.infer.train_pfn`` (``--step pfn``).
 
 The default limits add up to under 8 minutes on one H100/H200. ``--dry-run`` runs every step on the
 CPU with tiny sizes and short limits (minutes on 2 cores, in CI), so the suite cannot rot unnoticed;
@@ -154,36 +153,27 @@ def mcmc_step(dry_run: bool) -> None:
 
 
 def pfn_step(dry_run: bool) -> None:
-    """Datasets per second of PFN training on a 1-D GP prior (skipped when this checkout has no PFN)."""
-    try:
-        from bayesact import infer, models, priors
-
-        train_pfn = infer.train_pfn  # type: ignore[attr-defined]
-        pfn_cls = models.PFN  # type: ignore[attr-defined]
-        gp_dataset_prior = priors.DatasetPrior  # type: ignore[attr-defined]
-    except (ImportError, AttributeError) as exc:
-        print(f"PFN training not in this checkout ({exc}): step skipped.")
-        return
+    """Datasets per second of PFN training (``train_pfn``) on a 1-D RBF GP dataset prior, bf16 on the GPU."""
     import gpytorch
     import torch
 
-    from bayesact.priors import GPPrior
+    from bayesact.infer import train_pfn
+    from bayesact.models import PFN
+    from bayesact.priors import DatasetPrior, GPPrior
 
     device = "cpu" if dry_run else "cuda"
     kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
     x_sampler = torch.distributions.Independent(torch.distributions.Uniform(torch.zeros(1), torch.ones(1)), 1)
-    prior = gp_dataset_prior(GPPrior(kernel), x_sampler, noise_std=0.1)
+    prior = DatasetPrior(GPPrior(kernel), x_sampler, noise_std=0.1)
     size = {"emsize": 32, "nlayers": 1, "nhead": 2, "num_buckets": 50} if dry_run else {
         "emsize": 256, "nlayers": 4, "nhead": 4, "num_buckets": 1000}
-    pfn = pfn_cls(1, **size)
     steps, batch, seq = (2, 4, 20) if dry_run else (100, 64, 100)
-    result = train_pfn(pfn, prior, steps, batch_size=batch, seq_len=seq, device=device, progress=False,
-                       seed=0)
-    print("| steps | batch | seq_len | datasets/s | final loss |")
-    print("|---:|---:|---:|---:|---:|")
-    seconds = float(sum(getattr(result, "timings", [0.0]) or [0.0])) or float("nan")
-    losses = list(getattr(result, "losses", [float("nan")]))
-    print(f"| {steps} | {batch} | {seq} | {steps * batch / seconds:.1f} | {losses[-1]:.3f} |")
+    result = train_pfn(PFN(1, **size), prior, steps, batch_size=batch, seq_len=seq, device=device,
+                       progress=False, seed=0)
+    print("| PFN (emsize, layers) | steps | batch | seq_len | seconds | datasets/s | final loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| {size['emsize']}, {size['nlayers']} | {result.steps_done} | {batch} | {seq} | "
+          f"{result.seconds:.2f} | {result.datasets_per_second:.1f} | {float(result.losses[-1]):.3f} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,6 +53,7 @@ def test_gpu_suite_dry_run_runs_every_step(tmp_path: Path) -> None:
     assert names == ["gpu tests", "mcmc chains", "kernels", "activations", "processes", "pfn training"]
     assert all(row.split("|")[2].strip() == "ok" for row in rows[1:]), rows
     assert "| 2 | 3 + 3 |" in text  # the vectorised-chains table has its 2-chain row
+    assert "| 32, 1 | 2 | 4 | 20 |" in text  # the PFN training row (2 steps of a tiny PFN)
 
 
 PFN_SCRIPT = SCRIPT.parent / "pfn.py"
@@ -70,3 +71,25 @@ def test_pfn_benchmark_quick_prints_table_and_crossover() -> None:
     assert cells[0] == "50" and len(cells) == 6
     assert all(float(c) > 0 for c in cells[1:])
     assert any(line.startswith("Crossover") for line in lines)
+
+
+FIRST_RESULT = SCRIPT.parent / "first_result.py"
+
+
+def test_first_result_benchmark_quick_prints_its_tables() -> None:
+    """``benchmarks/first_result.py --quick``: bayesact, Pyro and kernel rows with positive times."""
+    proc = subprocess.run(
+        [sys.executable, str(FIRST_RESULT), "--quick", "--threads", "1"], capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| engine") and not line.startswith("| kernel")]
+    small = {(r[0], r[1]): r for r in rows if len(r) == 5}
+    for key in [("bayesact mcmc (defaults)", "1"), ("bayesact mcmc (defaults)", "4"),
+                ("Pyro NUTS (jit_compile=False)", "1"), ("Pyro NUTS (jit_compile=True)", "1")]:
+        assert float(small[key][2]) > 0, key
+    diabetes = [r for r in rows if len(r) == 6 and r[0] == "bayesact mcmc (defaults)"]
+    assert [r[1] for r in diabetes] == ["cold", "warm"] and all(float(r[3]) > 0 for r in diabetes)
+    kernels = [r for r in rows if len(r) == 6 and r[0] in ("nngp", "ntk")]
+    assert len(kernels) == 8 and all(float(r[3]) > 0 and float(r[4]) > 0 for r in kernels)
