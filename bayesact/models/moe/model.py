@@ -43,7 +43,7 @@ def _default_prior(group: str, dtype: torch.dtype, device: torch.device) -> dist
 def _cast_distribution(prior: dist.TorchDistribution, dtype: torch.dtype, device: torch.device) -> Any:
     """``prior`` rebuilt with its tensor parameters in ``dtype`` on ``device`` (unchanged if it already
     is)."""
-    params = {k: getattr(prior, k) for k in prior.arg_constraints if k in prior.__dict__}
+    params = {k: getattr(prior, k) for k in prior.arg_constraints if hasattr(prior, k)}
     tensors = {k: v for k, v in params.items() if isinstance(v, Tensor)}
     if all(v.dtype == dtype and v.device == device for v in tensors.values()):
         return prior

@@ -298,3 +298,26 @@ def test_every_named_gate_runs_the_model_with_finite_gradients(gate: str, kwargs
         assert v.grad is not None and bool(torch.isfinite(v.grad).all()), name
     fit = moe.fit(x, y, num_restarts=1, seed=0, max_iter=20)
     assert math.isfinite(fit.log_likelihood)
+
+
+def test_priors_by_site_and_by_group() -> None:
+    """A prior per site overrides its group's; the site's log-density is the prior's, cast to the data
+    dtype (regression: a LogNormal, whose parameters are properties, used to keep its float64)."""
+    moe = GaussianMoE(1, 3, priors={"noise_std": dist.LogNormal(torch.tensor(0.0, dtype=torch.float64), 0.5),
+                                    "expert": dist.Normal(0.0, 2.0), "expert.bias": dist.Normal(1.0, 0.1)})
+    x, y = torch.randn(8, 1), torch.randn(8)
+    trace = pyro.poutine.trace(moe).get_trace(x, y)
+    trace.compute_log_prob()
+    nodes = trace.nodes
+    noise = nodes["noise_std"]["value"]
+    assert noise.dtype == torch.float32 and noise.shape == (3,)
+    expected = torch.distributions.LogNormal(0.0, 0.5).log_prob(noise).sum()
+    assert torch.allclose(nodes["noise_std"]["log_prob_sum"], expected)
+    bias = nodes["expert.bias"]["value"]
+    expected = torch.distributions.Normal(1.0, 0.1).log_prob(bias).sum()
+    assert torch.allclose(nodes["expert.bias"]["log_prob_sum"], expected)
+    weight = nodes["expert.weight"]["value"]
+    assert torch.allclose(nodes["expert.weight"]["log_prob_sum"],
+                          torch.distributions.Normal(0.0, 2.0).log_prob(weight).sum())
+    assert torch.allclose(nodes["gate.weight"]["log_prob_sum"],
+                          torch.distributions.Normal(0.0, 5.0).log_prob(nodes["gate.weight"]["value"]).sum())
