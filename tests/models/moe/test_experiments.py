@@ -147,3 +147,25 @@ def test_mixing_params_divide_by_the_temperature() -> None:
     p = mixing_params(moe)
     assert torch.allclose(p["gate_weight"], moe.gate.full_weight.detach() / 2.0)
     assert float(p["gate_weight"][-1, 0]) == 0.0
+
+
+def test_relabelled_posterior_feeds_bayesact_predictive() -> None:
+    """relabel returns a Posterior of the same model: bayesact.infer.predictive draws y from it; with every
+    draw at the truth, the draws' mean at each x is Σ_k π_k(x) m_k(x) (Monte Carlo, 4.5 standard errors)."""
+    from bayesact.infer import predictive
+
+    moe = GaussianMoE(1, 3).double()
+    truth = {"gate.weight": (TRUE3["gate_weight"] - TRUE3["gate_weight"][2])[:2],
+             "gate.bias": (TRUE3["gate_bias"] - TRUE3["gate_bias"][2])[:2],
+             "expert.weight": TRUE3["expert_weight"], "expert.bias": TRUE3["expert_bias"],
+             "noise_std": TRUE3["noise_std"]}
+    samples = {k: v.expand(2, 1000, *v.shape).clone() for k, v in truth.items()}
+    x = torch.linspace(-2, 2, 5, dtype=torch.float64)[:, None]
+    post = Posterior(samples, {}, model=moe, args=(x, torch.zeros(5, dtype=torch.float64)),
+                     observed={"obs": torch.zeros(5, 1, dtype=torch.float64)})
+    post = relabel(post, {k: v for k, v in truth.items() if not k.startswith("gate.")})
+    draws = predictive(moe, post, x, None, seed=0)["obs"][..., 0].reshape(-1, 5)
+    moe.set_point_values(truth)
+    mixture = moe.predict(x)
+    se = mixture.variance.sqrt() / math.sqrt(draws.shape[0])
+    assert bool(((draws.mean(0) - mixture.mean).abs() < 4.5 * se).all())
