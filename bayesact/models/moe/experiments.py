@@ -24,7 +24,7 @@ from .model import GaussianMoE, LinearExperts
 __all__ = ["PARAM_KEYS", "mixing_params", "relabel", "simulate_moe", "voronoi_loss"]
 
 PARAM_KEYS = ("gate_weight", "gate_bias", "expert_weight", "expert_bias", "noise_std")
-#: r̄(m) for Voronoi cells of m fitted atoms (Nguyen, Nguyen & Ho, NeurIPS 2023, softmax-gated Gaussian MoE):
+#: r̄(m) for Voronoi cells of m fitted atoms (Nguyen, Nguyen & Ho, NeurIPS 2023; restated by Hai et al., 2025):
 #: the smallest r for which their system of polynomial equations has no non-trivial solution
 RBAR = {2: 4.0, 3: 6.0}
 
@@ -122,22 +122,24 @@ def voronoi_loss(
     *,
     rbar: Mapping[int, float] | None = None,
 ) -> float:
-    """The Voronoi loss between a fitted and a true softmax-gated Gaussian MoE (Nguyen, Nguyen & Ho,
-    NeurIPS 2023).
+    """The Voronoi loss between a fitted and a true softmax-gated Gaussian MoE.
 
-    Each fitted expert i goes to the cell A_j of its nearest true expert j (Euclidean distance of
-    (a, b, ν), ν = σ² the variance). With Δ the fitted-minus-true differences of (β_1, a, b, ν),
+    From "Demystifying Softmax Gating Function in Gaussian Mixture of Experts" (Nguyen, Nguyen & Ho,
+    NeurIPS 2023), as restated in "Dendrograms of Mixing Measures for Softmax-Gated Gaussian Mixture of
+    Experts" (Hai et al., arXiv:2510.12744). Each fitted expert i goes to the cell A_j of its nearest true
+    expert j; with Δ the fitted-minus-true differences and ν = σ² the variance,
 
         D = Σ_j |Σ_{i∈A_j} exp(β̂_0i) − exp(β*_0j)|
             + Σ_{j: |A_j|=1} Σ_{i∈A_j} exp(β̂_0i) (‖Δβ_1‖ + ‖Δa‖ + |Δb| + |Δν|)
-            + Σ_{j: |A_j|>1} Σ_{i∈A_j} exp(β̂_0i) (‖Δβ_1‖^r̄ + ‖Δa‖^{r̄/2} + |Δb|^r̄ + |Δν|^{r̄/2}),  r̄ =
-            r̄(|A_j|).
+            + Σ_{j: |A_j|>1} Σ_{i∈A_j} exp(β̂_0i) (‖(Δβ_1, Δb)‖^r̄ + ‖(Δa, Δν)‖^{r̄/2}),  r̄ = r̄(|A_j|),
 
-    The gate is identified only up to a common translation, so the fitted gate is first translated: β̂_0 by
-    logsumexp(β̂_0) − logsumexp(β*_0) (equal total mass), β̂_1 by the mean of β̂_1i − β*_1j over the cell
-    pairs.
-    ``rbar`` maps a cell size to r̄ (default :data:`RBAR`: r̄(2) = 4, r̄(3) = 6); larger cells need an entry.
-    The cells use the expert parameters only because they are free of the translation.
+    with r̄ from ``rbar`` (default :data:`RBAR`: r̄(2) = 4, r̄(3) = 6; a larger cell needs an entry).
+
+    The papers take the infimum over the gate's translations (t_0, t_1) and build the cells from
+    (β_1, a, b, ν). Here the translation is fixed in closed form instead, so D is an upper bound of the
+    infimum form, and is 0 for any permutation and translation of the truth: β̂_0 is shifted by
+    logsumexp(β̂_0) − logsumexp(β*_0) (equal total mass) and β̂_1 by the mean of β̂_1i − β*_1j over the
+    cell pairs. The cells use (a, b, ν) only, which no translation changes.
     """
     fit_p = {k: v.double() for k, v in _check_params(fitted, "fitted").items()}
     true_p = {k: v.double() for k, v in _check_params(true, "true").items()}
@@ -162,9 +164,8 @@ def voronoi_loss(
         size = len(members)
         if size == 0:
             continue
-        if size == 1:
-            r1 = r2 = 1.0
-        else:
+        r1 = r2 = 1.0
+        if size > 1:
             if size not in table:
                 raise ValueError(f"'rbar' has no exponent for a Voronoi cell of {size} fitted experts")
             r1, r2 = table[size], table[size] / 2
@@ -173,7 +174,10 @@ def voronoi_loss(
             d_a = (fit_p["expert_weight"][i] - true_p["expert_weight"][j]).norm()
             d_b = (fit_p["expert_bias"][i] - true_p["expert_bias"][j]).abs()
             d_nu = (atoms_hat[i, -1] - atoms_true[j, -1]).abs()
-            loss = loss + mass_hat[i] * (d_beta**r1 + d_a**r2 + d_b**r1 + d_nu**r2)
+            if size == 1:
+                loss = loss + mass_hat[i] * (d_beta + d_a + d_b + d_nu)
+            else:
+                loss = loss + mass_hat[i] * (torch.hypot(d_beta, d_b) ** r1 + torch.hypot(d_a, d_nu) ** r2)
     return float(loss)
 
 
