@@ -155,6 +155,21 @@ def test_ard_lengthscales_scale_each_dimension() -> None:
     assert torch.allclose(k[0, 0, 1], torch.tensor(2.0 * math.exp(-1.5), dtype=torch.float64))
 
 
+def test_process_models_as_function_priors() -> None:
+    """The process models of bayesact.models.processes are function priors: a Student-t process
+    with σ² ~ InverseGamma(3, 2) (E[σ²] = 1) and a unit-outputscale RBF kernel gives
+    E[f(x)²] = E[σ²]·k(x, x) = 1 per dataset (one σ² per dataset; Monte Carlo, 4 SE with
+    Var[f²] = 3 E[σ⁴] − 1 = 5)."""
+    from bayesact.models.processes import GP, StudentTProcess
+
+    kernel = gp_kernel("rbf", 0.4, 1.0).float()
+    _, y = DatasetPrior(GP(kernel), unit_box(2), 0.0).sample_batch(3, 6, gen(0))
+    assert y.shape == (3, 6) and bool(torch.isfinite(y).all())
+    tp = StudentTProcess(gp_kernel("rbf", 0.4, 1.0).float(), concentration=3.0, rate=2.0)
+    _, y = DatasetPrior(tp, unit_box(2), 0.0).sample_batch(3000, 3, gen(1))
+    assert abs(float(y[:, 0].square().mean()) - 1.0) < 4 * math.sqrt(5 / 3000)
+
+
 # ------------------------------------------------------------------------------------------
 # observation noise
 # ------------------------------------------------------------------------------------------
