@@ -1,0 +1,408 @@
+"""Time to first result: total wall from the call to the returned result, with default arguments.
+
+Sections (``--sections 1,2,3,4``):
+
+1. a one-hidden-layer tanh BNN (D = 4, H = 50, N = 200 synthetic points), 1 and 4 chains,
+   150 warmup + 150 draws, max_tree_depth 6: bayesact ``mcmc`` with default arguments (and with
+   ``compile=True``, cold and warm in-process), Pyro NUTS (``jit_compile`` off and on, default
+   arguments otherwise) and NumPyro NUTS (JIT included; run as a subprocess in a separate venv
+   on the same data, ``chain_method="vectorized"`` for 4 chains);
+2. the diabetes BNN 10-50-50-1 (``benchmarks/_mcmc_models.py``), 4 chains, 300 + 300: cold (first
+   call in the process) and warm (second call) totals and ESS per wall-second (min bulk ESS of
+   f(x) at 20 inputs and the noise scale, over the total wall; max_tree_depth 6 as in
+   ``benchmarks/mcmc.py``) vs NumPyro (vectorized; cold =
+   first run with its JIT, warm = a second run of the same ``MCMC`` object);
+3. ``nngp``/``ntk`` for relu and erf, depth 3, n ∈ {500, 2000, 5000} (d = 10, float32), default
+   arguments: first call and steady state (median of 3); neural-tangents if importable;
+4. compile seconds per model/kernel, cold (fresh ``TORCHINDUCTOR_CACHE_DIR``) and warm (a second
+   process on the same directory): the fused activation (xATLU, forward + backward, through
+   ``bayesact.compilation``), ``nngp(fused=True)`` (relu, depth 3) and ``mcmc(compile=True)``.
+
+The main process points ``TORCHINDUCTOR_CACHE_DIR`` at a fresh temporary directory, so its
+first compiled run is cold. Ratios compare runs of this one invocation.
+
+Usage: ``nice -n 5 python benchmarks/first_result.py [--quick] [--numpyro-python PATH]
+[--out benchmarks/results/first_result.md]``; ``--quick`` is a smoke test (tiny sizes, no
+compile runs or children; NumPyro only with ``--numpyro-python``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+if __name__ == "__main__" and "--child" not in sys.argv:  # before torch loads Dynamo
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="first-result-inductor-")
+
+import numpy as np  # noqa: E402
+import pyro  # noqa: E402
+import pyro.distributions as dist  # noqa: E402
+import torch  # noqa: E402
+from _mcmc_models import bnn_forward, bnn_model, diabetes  # noqa: E402
+
+import bayesact  # noqa: E402
+from bayesact.infer import mcmc  # noqa: E402
+
+H1 = 50
+
+
+def tanh_bnn(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """MLP d -> 50 -> 1 with tanh, N(0, 1) weights and biases, HalfNormal(1) noise."""
+    d = x.shape[-1]
+    zero, one = x.new_zeros(()), x.new_ones(())
+    w1 = pyro.sample("w1", dist.Normal(zero, one).expand([d, H1]).to_event(2))
+    b1 = pyro.sample("b1", dist.Normal(zero, one).expand([H1]).to_event(1))
+    w2 = pyro.sample("w2", dist.Normal(zero, one).expand([H1]).to_event(1))
+    b2 = pyro.sample("b2", dist.Normal(zero, one))
+    sigma = pyro.sample("sigma", dist.HalfNormal(one))
+    f = torch.tanh(x @ w1 + b1) @ w2 + b2
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(f, sigma), obs=y)
+    return f
+
+
+def synthetic(n: int = 200, d: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen)
+    y = torch.sin(x @ torch.randn(d, generator=gen)) + 0.1 * torch.randn(n, generator=gen)
+    return x, y
+
+
+# -- NumPyro, in its own venv -------------------------------------------------------------------
+
+_NUMPYRO_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    t0 = time.perf_counter()
+    import jax, jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as nd
+    from numpyro.infer import MCMC, NUTS
+    import_s = time.perf_counter() - t0
+    spec = json.load(open(sys.argv[1]))
+    data = np.load(spec["data"])
+    x, y = jnp.asarray(data["x"]), jnp.asarray(data["y"])
+    hidden = spec["hidden"]
+
+    def model(x, y):
+        h, d = x, x.shape[-1]
+        for i, width in enumerate(hidden):
+            w = numpyro.sample(f"w{i + 1}", nd.Normal(0, 1).expand([d, width]).to_event(2))
+            b = numpyro.sample(f"b{i + 1}", nd.Normal(0, 1).expand([width]).to_event(1))
+            h, d = jnp.tanh(h @ w + b), width
+        k = len(hidden) + 1
+        w = numpyro.sample(f"w{k}", nd.Normal(0, 1).expand([d]).to_event(1))
+        b = numpyro.sample(f"b{k}", nd.Normal(0, 1))
+        sigma = numpyro.sample("sigma", nd.HalfNormal(1))
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("y", nd.Normal(h @ w + b, sigma), obs=y)
+
+    runs = []
+    t0 = time.perf_counter()
+    runner = MCMC(NUTS(model, max_tree_depth=spec["depth"]), num_warmup=spec["warmup"],
+                  num_samples=spec["samples"], num_chains=spec["chains"],
+                  chain_method=spec["chain_method"], progress_bar=False)
+    for r in range(spec["repeats"]):
+        if r:
+            t0 = time.perf_counter()
+        runner.run(jax.random.PRNGKey(r), x, y)
+        samples = runner.get_samples(group_by_chain=True)
+        jax.block_until_ready(samples)
+        runs.append(time.perf_counter() - t0)
+        if r == 0:
+            np.savez(spec["samples_out"], **{k: np.asarray(v) for k, v in samples.items()})
+    print(json.dumps({"import_s": import_s, "runs": runs, "numpyro": numpyro.__version__,
+                      "jax": jax.__version__}))
+    """
+)
+
+
+def run_numpyro(python: str | None, x: torch.Tensor, y: torch.Tensor, hidden: list[int], chains: int,
+                warmup: int, samples: int, depth: int, repeats: int) -> dict[str, Any] | None:
+    """NumPyro's wall times (and first run's samples) in a subprocess; None if unavailable."""
+    if not python or not Path(python).exists():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(f"{tmp}/data.npz", x=x.numpy(), y=y.numpy())
+        spec = {"data": f"{tmp}/data.npz", "hidden": hidden, "chains": chains, "warmup": warmup,
+                "samples": samples, "depth": depth, "repeats": repeats, "samples_out": f"{tmp}/s.npz",
+                "chain_method": "vectorized" if chains > 1 else "sequential"}
+        Path(f"{tmp}/spec.json").write_text(json.dumps(spec))
+        Path(f"{tmp}/child.py").write_text(_NUMPYRO_CHILD)
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        t0 = time.perf_counter()
+        done = subprocess.run([python, f"{tmp}/child.py", f"{tmp}/spec.json"], capture_output=True,
+                              text=True, env=env, check=False)
+        process_s = time.perf_counter() - t0
+        if done.returncode != 0:
+            print(done.stderr[-2000:], file=sys.stderr)
+            return None
+        out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        out["process_s"] = process_s
+        out["samples"] = dict(np.load(f"{tmp}/s.npz"))
+    return out
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def fn_ess(samples: dict[str, Any], x: torch.Tensor) -> float:
+    """Min bulk ESS of f(x) at the first 20 inputs and the noise scale (weights are not identifiable)."""
+    import arviz as az
+
+    arrays = {k: np.asarray(v) for k, v in samples.items()}
+    f = bnn_forward(arrays, x[:20]).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ess = az.ess(az.convert_to_dataset({"f": f, "sigma": arrays["sigma"]}), method="bulk")
+    return float(min(float(ess[k].min()) for k in ess.data_vars))
+
+
+def pyro_nuts(model: Any, x: torch.Tensor, y: torch.Tensor, chains: int, warmup: int, samples: int,
+              depth: int, jit: bool) -> Any:
+    """Pyro's own MCMC, default arguments apart from the tree depth, the counts and jit_compile."""
+    from pyro.infer import MCMC, NUTS
+
+    pyro.clear_param_store()
+    kernel = NUTS(model, max_tree_depth=depth, jit_compile=jit, ignore_jit_warnings=True)
+    runner = MCMC(kernel, num_samples=samples, warmup_steps=warmup, num_chains=chains,
+                  disable_progbar=True)
+    runner.run(x, y)
+    return runner.get_samples(group_by_chain=True)
+
+
+def fmt(v: float) -> str:
+    return "–" if v != v else f"{v:.3g}"
+
+
+# -- sections -----------------------------------------------------------------------------------
+
+
+def section_small_bnn(args: argparse.Namespace, lines: list[str]) -> None:
+    warmup, draws = (5, 5) if args.quick else (150, 150)
+    x, y = synthetic()
+    lines += [f"## 1. One-hidden-layer tanh BNN (D = 4, H = 50, N = 200), {warmup} + {draws}, "
+              "max_tree_depth 6", "", f"load average (start): {load()}", "",
+              "| engine | chains | total wall (s) | vs bayesact default | note |", "|---|---:|---:|---:|---|"]
+    rows: list[tuple[str, int, float, str]] = []
+    for chains in (1, 4):
+        t, _ = timed(lambda c=chains: mcmc(tanh_bnn, x, y, num_chains=c, num_warmup=warmup,
+                                           num_samples=draws, max_tree_depth=6))
+        note = "first call in the process" if chains == 1 else ""
+        rows.append(("bayesact mcmc (defaults)", chains, t, note))
+        print(rows[-1], flush=True)
+    for label in () if args.quick else ("cold", "warm"):
+        t, _ = timed(lambda: mcmc(tanh_bnn, x, y, num_chains=4, num_warmup=warmup, num_samples=draws,
+                                  max_tree_depth=6, compile=True))
+        rows.append((f"bayesact mcmc(compile=True), {label}", 4, t,
+                     "fresh Inductor cache" if label == "cold" else "second call, same process"))
+        print(rows[-1], flush=True)
+    pyro_chains = (1,) if args.quick else (1, 4)
+    for jit in (False, True):
+        for chains in pyro_chains:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t, _ = timed(lambda c=chains, j=jit: pyro_nuts(tanh_bnn, x, y, c, warmup, draws, 6, j))
+            rows.append((f"Pyro NUTS (jit_compile={jit})", chains, t, "MCMC.run to get_samples"))
+            print(rows[-1], flush=True)
+    for chains in (1, 4):
+        res = run_numpyro(args.numpyro_python, x, y, [H1], chains, warmup, draws, 6, repeats=1)
+        if res is None:
+            rows.append(("NumPyro NUTS", chains, float("nan"), "not run (no --numpyro-python venv)"))
+        else:
+            method = "vectorized" if chains > 1 else "one chain"
+            rows.append(("NumPyro NUTS", chains, res["runs"][0],
+                         f"JIT included; {method}; subprocess total {res['process_s']:.3g} s incl. "
+                         f"imports ({res['import_s']:.3g} s)"))
+        print(rows[-1], flush=True)
+    base = {c: t for name, c, t, _ in rows if name == "bayesact mcmc (defaults)"}
+    for name, chains, t, note in rows:
+        lines.append(f"| {name} | {chains} | {fmt(t)} | {fmt(t / base[chains])} | {note} |")
+    lines += ["", f"load average (end): {load()}", ""]
+
+
+def section_diabetes(args: argparse.Namespace, lines: list[str]) -> None:
+    warmup, draws = (5, 5) if args.quick else (300, 300)
+    x, y = diabetes()
+    lines += [f"## 2. Diabetes BNN 10-50-50-1, 4 chains, {warmup} + {draws}, max_tree_depth 6 "
+              "(as in benchmarks/mcmc.py), other arguments default", "",
+              f"load average (start): {load()}", "",
+              "| engine | run | total wall (s) | min bulk ESS (f(x), sigma) | ESS per wall-second | "
+              "ESS/s vs NumPyro (same run) |", "|---|---|---:|---:|---:|---:|"]
+    rows: list[tuple[str, str, float, float]] = []
+    for label in ("cold", "warm"):
+        t, post = timed(lambda: mcmc(bnn_model, x, y, num_chains=4, num_warmup=warmup, num_samples=draws,
+                                     max_tree_depth=6))
+        rows.append(("bayesact mcmc (defaults)", label, t, fn_ess(post.samples, x)))
+        print(rows[-1], flush=True)
+    res = run_numpyro(args.numpyro_python, x, y, [50, 50], 4, warmup, draws, 6, repeats=2)
+    numpyro_rate: dict[str, float] = {}
+    if res is not None:
+        e = fn_ess(res["samples"], x)
+        for label, t in zip(("cold (JIT included)", "warm"), res["runs"], strict=True):
+            rows.append(("NumPyro NUTS (vectorized)", label, t, e))
+            numpyro_rate[label.split()[0]] = e / t
+            print(rows[-1], flush=True)
+    for name, label, t, e in rows:
+        ref = numpyro_rate.get(label.split()[0], float("nan"))
+        lines.append(f"| {name} | {label} | {fmt(t)} | {fmt(e)} | {fmt(e / t)} | {fmt(e / t / ref)} |")
+    if res is None:
+        lines.append("| NumPyro NUTS | – | – | – | – | not run (no --numpyro-python venv) |")
+    else:
+        lines.append("")
+        lines.append("NumPyro's ESS is that of its first (cold) run; the warm run draws again "
+                     "with another key.")
+    lines += ["", f"load average (end): {load()}", ""]
+
+
+def section_kernels(args: argparse.Namespace, lines: list[str]) -> None:
+    from bayesact.kernels import nngp, ntk
+
+    sizes = (100, 200) if args.quick else (500, 2000, 5000)
+    lines += ["## 3. NNGP / NTK, depth 3, d = 10, float32, default arguments", "",
+              f"load average (start): {load()}", "",
+              "| kernel | activation | n | first call (s) | steady state (s, median of 3) | first / steady |",
+              "|---|---|---:|---:|---:|---:|"]
+    for kernel_name, kernel in (("nngp", nngp), ("ntk", ntk)):
+        for act in ("relu", "erf"):
+            for n in sizes:
+                x = torch.randn(n, 10, generator=torch.Generator().manual_seed(n))
+                first, _ = timed(lambda k=kernel, a=act, xx=x: k(xx, activation=a, depth=3))
+                steady = float(np.median([timed(lambda k=kernel, a=act, xx=x: k(xx, activation=a, depth=3))[0]
+                                          for _ in range(3)]))
+                lines.append(f"| {kernel_name} | {act} | {n} | {first:.3g} | {steady:.3g} | "
+                             f"{first / steady:.3g} |")
+                print(lines[-1], flush=True)
+    try:
+        import neural_tangents  # noqa: F401
+
+        lines.append("\nneural-tangents is importable but not timed here (follow-up).")
+    except ImportError:
+        lines.append("\nneural-tangents is not importable in this environment (nor installed in the NumPyro "
+                     "venv): no peer column.")
+    lines += ["", f"load average (end): {load()}", ""]
+
+
+# -- compile children ---------------------------------------------------------------------------
+
+
+def child(what: str) -> None:
+    """Runs in a subprocess with its own TORCHINDUCTOR_CACHE_DIR; prints JSON."""
+    out: dict[str, Any] = {}
+    if what == "activation":
+        from bayesact import activations as A
+        from bayesact.activations import fused
+
+        x = torch.randn(4096, 64, requires_grad=True)
+        t, _ = timed(lambda: A.get("xatlu", fused=True)(x).sum().backward())
+        (kernels,) = fused._cache.values()
+        out = {"compile_s": kernels.forward.compile_seconds + kernels.backward.compile_seconds,
+               "first_call_s": t, "states": [kernels.forward.state, kernels.backward.state]}
+    elif what == "nngp":
+        from bayesact.kernels import nngp
+
+        x = torch.randn(500, 10)
+        first, _ = timed(lambda: nngp(x, activation="relu", depth=3, fused=True))
+        steady = min(timed(lambda: nngp(x, activation="relu", depth=3, fused=True))[0] for _ in range(3))
+        out = {"compile_s": first - steady, "first_call_s": first}
+    elif what == "mcmc":
+        x, y = synthetic()
+        t, post = timed(lambda: mcmc(tanh_bnn, x, y, num_chains=4, num_warmup=20, num_samples=20,
+                                     max_tree_depth=6, compile=True, progress=False))
+        out = {"compile_s": post.info.get("compile_seconds", float("nan")), "first_call_s": t}
+    from torch._dynamo.utils import counters
+
+    out["fxgraph"] = {k: v for k, v in counters["inductor"].items() if k.startswith("fxgraph")}
+    print(json.dumps(out))
+
+
+def section_compile(args: argparse.Namespace, lines: list[str]) -> None:
+    lines += ["## 4. Compile seconds, cold (fresh TORCHINDUCTOR_CACHE_DIR) and warm (a second process, "
+              "same directory)", "", f"load average (start): {load()}", "",
+              "| what | cold compile (s) | warm compile (s) | cold / warm | first call cold / warm (s) | "
+              "Inductor FX-graph cache (warm) |", "|---|---:|---:|---:|---:|---|"]
+    labels = {"activation": "fused xATLU forward + backward (bayesact.compilation), 4096 x 64",
+              "nngp": "nngp(fused=True), relu, depth 3, n = 500 (first - steady)",
+              "mcmc": "mcmc(compile=True), tanh BNN, 4 chains (info['compile_seconds'])"}
+    for what, label in labels.items():
+        cache = tempfile.mkdtemp(prefix="first-result-cold-")
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        results = []
+        for _ in ("cold", "warm"):
+            done = subprocess.run([sys.executable, __file__, "--child", what], env=env, capture_output=True,
+                                  text=True, check=False)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                results.append(None)
+                continue
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        if None in results:
+            lines.append(f"| {label} | failed | failed | – | – | – |")
+            continue
+        cold, warm = results
+        lines.append(f"| {label} | {cold['compile_s']:.3g} | {warm['compile_s']:.3g} | "
+                     f"{cold['compile_s'] / max(warm['compile_s'], 1e-9):.3g} | "
+                     f"{cold['first_call_s']:.3g} / {warm['first_call_s']:.3g} | {warm['fxgraph']} |")
+        print(lines[-1], flush=True)
+    lines += ["", f"load average (end): {load()}", ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, no compile children")
+    parser.add_argument("--sections", default="1,2,3,4", help="subset of 1,2,3,4, run in this order")
+    parser.add_argument("--numpyro-python", default=None, help="python of a venv with jax + numpyro")
+    parser.add_argument("--out", default=None, help="write the markdown here (else print only)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    order = [s.strip() for s in args.sections.split(",")]
+    if args.quick and "4" in order:
+        order.remove("4")
+    lines = ["# Time to first result", "",
+             f"- cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+             "(shared with other jobs: see the load averages)",
+             f"- torch threads: {torch.get_num_threads()}"
+             + (" (--threads; the library default is torch's)" if args.threads else ""),
+             f"- python: {platform.python_version()}",
+             f"- torch: {torch.__version__}", f"- pyro: {pyro.__version__}",
+             f"- bayesact: {bayesact.__version__}",
+             f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
+    sections = {"1": section_small_bnn, "2": section_diabetes, "3": section_kernels, "4": section_compile}
+    for key in order:
+        if key not in sections:
+            parser.error(f"--sections: expected a subset of 1,2,3,4, got {key!r}")
+        sections[key](args, lines)
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
