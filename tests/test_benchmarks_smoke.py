@@ -83,7 +83,8 @@ def test_first_result_benchmark_quick_prints_its_tables() -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+    report = proc.stdout[proc.stdout.index("# Time to first result"):]  # progress lines come before it
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
             if line.startswith("| ") and not line.startswith("| engine") and not line.startswith("| kernel")]
     small = {(r[0], r[1]): r for r in rows if len(r) == 5}
     for key in [("bayesact mcmc (defaults)", "1"), ("bayesact mcmc (defaults)", "4"),
