@@ -176,7 +176,7 @@ def test_small_pfn_beats_the_prior_predictive_ci_variant() -> None:
 
 @pytest.mark.slow
 def test_small_pfn_approaches_the_gp_within_two_minutes() -> None:
-    """1200 steps (95 s on a loaded 2-core machine): beats the prior predictive by > 1.5 nats at
+    """1200 steps (34-95 s on a shared 2-core machine, by load): beats the prior predictive by > 1.5 nats at
     n = 20 and > 1.0 at n = 5, and is within 0.4 nats of the exact GP at n = 20
     (measured: n = 20 −0.51 vs prior 1.44, GP −0.73; n = 5 0.15 vs 1.44, GP −0.22)."""
     pfn, prior = train_small_pfn(1200)
