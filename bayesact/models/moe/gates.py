@@ -411,7 +411,7 @@ class DSelectKGate(Gate):
     on code i; codes i >= K are unreachable, so Σ π <= 1 with equality when K = 2^m or the
     unreachable mass is 0. Per-example routing (default): z^(l) = Z_l x + z0_l and w = W x + w0; with
     ``per_example=False`` only the constant parts. Init: z ~ U(-γ/100, γ/100), w ~ U(0, 1), slopes 0.
-    ``regularization`` = Σ_l (1/Σ_{i<K} r_i(z^(l)) - 1) (0 once no mass leaks to unreachable codes)
+    ``regularization`` = Σ_l (1/Σ_{i<K} r_i(z^(l)) - 1) (0 once no mass leaks to unreachable codes; finite)
     plus ``entropy_weight`` times the selectors' entropy (pushes S to {0, 1}).
 
     Formula: π(x) = Σ_{l=1..k} softmax(w(x))_l · r(z^(l)(x))
@@ -470,7 +470,10 @@ class DSelectKGate(Gate):
     def regularization(self, x: Tensor) -> Tensor:
         """Mean over x of Σ_l (1/Σ_{i<K} r_i - 1) + entropy_weight · Σ_l H(r^(l))."""
         r, _ = self.selectors(x)
-        reach = r[..., : self.num_experts].sum(-1)
+        # a selector saturated on an unreachable code has reach 0: floored at the dtype's eps, the penalty
+        # is large (1/eps) but finite, also summed over a batch, and its gradient is 0 there (not
+        # 1/0 = inf times S' = 0, a NaN)
+        reach = torch.clamp(r[..., : self.num_experts].sum(-1), min=torch.finfo(r.dtype).eps)
         penalty = (1 / reach - 1).sum(-1)
         if self.entropy_weight > 0:
             positive = r > 0

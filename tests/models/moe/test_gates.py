@@ -103,8 +103,13 @@ def test_dselect_k_penalty_zero_and_sum_one_when_no_mass_is_unreachable() -> Non
     pb = bad(x)
     weights = torch.softmax(bad.w_bias, -1)
     torch.testing.assert_close(pb.sum(-1), weights[0].expand(7), atol=1e-12, rtol=0)
-    # penalty Σ_l (1/reachable_l - 1) is infinite for a selector with no reachable mass
-    assert math.isinf(float(bad.regularization(x).detach()))
+    # penalty Σ_l (1/reachable_l - 1): a selector with no reachable mass gives 1/eps - 1 (finite), and
+    # its gradient is 0, not NaN (before the floor: inf value, NaN gradient)
+    penalty = bad.regularization(x)
+    eps = torch.finfo(torch.float64).eps
+    torch.testing.assert_close(penalty.detach(), torch.tensor(1 / eps - 1, dtype=torch.float64))
+    grads = torch.autograd.grad(penalty, [bad.z_bias, bad.w_bias], allow_unused=True)
+    assert all(g is None or bool(torch.isfinite(g).all()) for g in grads)
     half = _saturated_dselect(5, 1, [6])
     with torch.no_grad():
         half.z_bias[0, 1] = 0.0  # bit 1 undecided: codes 4 (reachable) and 6 (not) get 1/2 each
