@@ -43,3 +43,24 @@ def test_rate_slopes_order_softmax_before_overspecified_topk() -> None:
     assert ratio["d1"][0] < -0.25 and ratio["h"][0] < -0.3
     # the over-specified top-K parameters converge much more slowly (the ordering, not a value)
     assert topk["d1"][0] > softmax["d1"][0] + 0.2
+
+
+def test_d1_ignores_an_unused_expert_of_an_overspecified_fit() -> None:
+    """The truth plus a fourth expert that the gate never selects has D1 = 0 (translation aligned by the
+    fitted masses; the unweighted mean shift gave D1 ≈ 10 here, from the extra expert's bias alone)."""
+    import torch
+
+    rates = _load()
+    cfg = next(c for c in rates.CONFIGS if c.label == "top-2, 3 true / 4 fitted")
+    problem_true = rates.Problem(rates.make_gate(cfg.gate, 1, 3, cfg.options).double(), 3)
+    problem_fit = rates.Problem(rates.make_gate(cfg.gate, 1, 4, cfg.options).double(), 4)
+    theta_true = rates.truth_theta(problem_true, cfg)
+    parts = problem_true.unflatten(theta_true)
+    extra = {k: torch.cat([v, v[-1:]]) for k, v in parts.items()}
+    extra["bias"][-1] = -40.0  # never in the top 2: the same density as the truth
+    theta_fit = problem_fit.flatten(extra)
+    x = torch.randn(512, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    d1 = rates.d1_loss(cfg, problem_fit, theta_fit, problem_true, theta_true, x)
+    assert d1 < 1e-12
+    grid = torch.linspace(-7.0, 8.0, 400, dtype=torch.float64)
+    assert rates.hellinger(problem_fit, theta_fit, problem_true, theta_true, x, grid) < 1e-6
