@@ -6,13 +6,17 @@ compiled here are pure and always called with the same shapes, dtypes and layout
 sampler's state), so they are traced once to a graph of ATen operations
 (``torch.fx.experimental.proxy_tensor.make_fx``) and handed to TorchInductor directly
 (``torch._inductor.compile``), which checks only sizes and strides. A call with another
-layout recompiles; the compiled result is checked against the eager function once (against
-the traced graph when :mod:`bayesact.infer.fast_math` rewrote float32 CPU ``tanh`` in it).
+layout recompiles. Compiling goes through :func:`bayesact.compilation.compiled` (the library's
+one compile policy: persistent private cache, the compiled graph verified against the traced
+graph run eagerly, one :class:`~bayesact.compilation.CompileFallbackWarning` per failure,
+``BAYESACT_COMPILE=0`` honoured).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +24,7 @@ from typing import Any
 
 import torch
 
+from bayesact import compilation
 from bayesact.infer.fast_math import FastMath
 from bayesact.infer.integrator import (
     IntegratorState,
@@ -39,7 +44,7 @@ from bayesact.infer.nuts_tree import (
     tree_init,
 )
 
-__all__ = ["CompiledFunction", "compile_nuts_kernels", "detach_constants", "outputs_close"]
+__all__ = ["CompileFailed", "CompiledFunction", "compile_nuts_kernels", "detach_constants"]
 
 
 def detach_constants(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -105,59 +110,71 @@ def _distinct(flat: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-def _largest_finite(tensors: Sequence[torch.Tensor]) -> float:
-    largest = 0.0
-    for t in tensors:
-        if t.is_floating_point() and t.numel():
-            finite = t[torch.isfinite(t)]
-            if finite.numel():
-                largest = max(largest, float(finite.abs().max()))
-    return largest
+class CompileFailed(RuntimeError):
+    """The function could not be compiled (the reason was already warned, once, as a
+    :class:`bayesact.compilation.CompileFallbackWarning`)."""
 
 
-def outputs_close(got: Sequence[torch.Tensor], ref: Sequence[torch.Tensor], dtype: torch.dtype) -> bool:
-    """Same shapes and dtypes, equal flags, floats within ``rtol·(1 + max|ref|) + 64·eps·S``
-    where finite, S the largest finite |value| of any output: an output computed from a
-    difference of large ones (a NUTS leaf's acceptance from energies of 1e4) keeps only the
-    absolute precision of those."""
-    rtol = 1e-4 if dtype != torch.float64 else 1e-9
-    cancellation = 64 * torch.finfo(dtype).eps * _largest_finite(ref)
-    for a, b in zip(got, ref, strict=True):
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False
-        if not b.is_floating_point():
-            if not torch.equal(a, b):
-                return False
-            continue
-        finite = torch.isfinite(b)
-        if not torch.equal(finite, torch.isfinite(a)) or not torch.equal(a[~finite], b[~finite]):
-            return False
-        scale = b[finite].abs().max() if finite.any() else b.new_ones(())
-        if ((a[finite] - b[finite]).abs() > rtol * (1 + scale) + cancellation).any():
-            return False
-    return True
+class _InductorLayouts:
+    """A graph compiled by TorchInductor for each argument layout it meets: Inductor checks only
+    sizes and strides, and a call with another layout compiles again (once per layout)."""
+
+    def __init__(self, graph: torch.fx.GraphModule, example: Sequence[torch.Tensor],
+                 settings: dict[str, Any]) -> None:
+        self.graph = graph
+        self.settings = settings
+        self.seconds = 0.0
+        self._fn = self._compile(example)
+
+    def _compile(self, flat: Sequence[torch.Tensor]) -> Callable[..., Any]:
+        t0 = time.perf_counter()
+        with torch._inductor.config.patch(self.settings):
+            fn = torch._inductor.compile(self.graph, [*flat])
+        self.seconds += time.perf_counter() - t0
+        return fn
+
+    def __call__(self, *flat: torch.Tensor) -> Any:
+        try:
+            return self._fn(*flat)
+        except AssertionError:  # Inductor's size/stride check: another layout, compile again
+            self._fn = self._compile(flat)
+            return self._fn(*flat)
 
 
 class CompiledFunction:
-    """A pure function of tensors and NamedTuples of tensors, compiled once by TorchInductor.
+    """A pure function of tensors and NamedTuples of tensors, compiled once by TorchInductor
+    through :func:`bayesact.compilation.compiled` (one cache, one verification, one warning).
+
+    ``fn`` is traced to a graph of ATen operations (``make_fx``; float32 CPU ``tanh`` rewritten
+    by :mod:`~bayesact.infer.fast_math` when ``fast_math``), and that graph is compiled and
+    verified against itself run eagerly (with fast math the graph computes slightly different
+    numbers than ``fn``; a NUTS leaf's accept and U-turn flags can flip on a last-digit
+    difference; the approximation has its own tests).
 
     Args:
         fn: the pure function (returns a tensor, or a tuple of tensors and NamedTuples).
         example_args: arguments with the shapes, dtypes and layouts of the real calls.
         fast_math: replace float32 CPU ``tanh`` by :func:`~bayesact.infer.fast_math.rational_tanh`
             (error ≤ 5.3 ulp; several times faster on the CPU).
+        name: the name of the compiled function in warnings and
+            :func:`bayesact.compilation.fallbacks`.
 
     Raises:
-        RuntimeError: when tracing or compilation fails, or the compiled function disagrees
-            with ``fn`` at ``example_args``.
+        CompileFailed: when tracing or compilation fails, the compiled function disagrees with
+            the traced graph at ``example_args``, or compilation is off (``BAYESACT_COMPILE=0``).
 
     Attributes:
         compile_seconds: time spent tracing and compiling (all layouts so far).
     """
 
     def __init__(
-        self, fn: Callable[..., Any], example_args: Sequence[Any], fast_math: bool = True
+        self, fn: Callable[..., Any], example_args: Sequence[Any], fast_math: bool = True,
+        name: str = "infer_function",
     ) -> None:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        if not compilation.is_enabled():
+            raise CompileFailed(f"compilation is off ({compilation.ENV_VAR}=0 or set_enabled(False))")
         self.fn = fn
         self.fast_math = fast_math
         self.in_spec = [_arg_spec(a) for a in example_args]
@@ -165,51 +182,42 @@ class CompiledFunction:
         self.single = isinstance(ref, torch.Tensor)
         outs = (ref,) if self.single else tuple(ref)
         self.out_spec = [_arg_spec(o) for o in outs]
-        self.compile_seconds = 0.0
-        flat = _flatten(example_args)
-        self._compiled, traced = self._compile(flat, reference=True)
-        got = self._compiled(*flat)
-        dtype = next((t.dtype for t in flat if t.is_floating_point()), torch.float32)
-        # with fast math the traced graph computes (slightly) different numbers than ``fn``:
-        # check Inductor against that graph run eagerly (a NUTS leaf's accept and U-turn flags
-        # can flip on a last-digit difference); the approximations have their own tests
-        expected = traced if traced is not None else _flatten(outs)
-        if not outputs_close(got, expected, dtype):
-            raise RuntimeError("the compiled function disagrees with the eager one")
+        # make_fx tracks tensors by identity: a tensor passed twice (a one-point tree has the
+        # same tensors at both ends) would become one graph input read for both arguments,
+        # and later calls with distinct tensors would silently compute with the wrong one
+        flat = _distinct(_flatten(example_args))
+        t0 = time.perf_counter()
+        # the warning filters are process-wide: only the main thread silences tracing chatter
+        main = threading.current_thread() is threading.main_thread()
+        with warnings.catch_warnings() if main else contextlib.nullcontext():
+            if main:
+                warnings.simplefilter("ignore")
+            math = FastMath(self.fast_math)
+            self.graph = detach_constants(make_fx(self._flat_fn, decomposition_table=math.table)(*flat))
+        settings = math.inductor_settings()
+        layouts: list[_InductorLayouts] = []
+
+        def compiler(graph: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..., Any]:
+            layouts.append(_InductorLayouts(self.graph, example, settings))
+            return layouts[-1]
+
+        self._compiled = compilation.compiled(self.graph, name=name, compiler=compiler)
+        ready = self._compiled.prepare(*flat)
+        self._layouts = layouts
+        self._trace_seconds = time.perf_counter() - t0 - sum(x.seconds for x in layouts)
+        if not ready:
+            raise CompileFailed(self._compiled.fallback_reason or "compilation is off")
+
+    @property
+    def compile_seconds(self) -> float:
+        return self._trace_seconds + sum(x.seconds for x in self._layouts)
 
     def _flat_fn(self, *flat: torch.Tensor) -> list[torch.Tensor]:
         out = self.fn(*_unflatten(flat, self.in_spec))
         return _flatten((out,) if self.single else out)
 
-    def _compile(
-        self, flat: list[torch.Tensor], reference: bool = False
-    ) -> tuple[Callable[..., list[torch.Tensor]], list[torch.Tensor] | None]:
-        """The compiled function and, with ``reference`` and when fast math rewrote the graph,
-        the traced graph's eager outputs at ``flat`` (run before Inductor sees the graph)."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        # make_fx tracks tensors by identity: a tensor passed twice (a one-point tree has the
-        # same tensors at both ends) would become one graph input read for both arguments,
-        # and later calls with distinct tensors would silently compute with the wrong one
-        flat = _distinct(flat)
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fast_math = FastMath(self.fast_math)
-            graph = detach_constants(make_fx(self._flat_fn, decomposition_table=fast_math.table)(*flat))
-            traced = list(graph(*flat)) if reference and fast_math.rewrites else None
-            with torch._inductor.config.patch(fast_math.inductor_settings()):
-                compiled = torch._inductor.compile(graph, [*flat])
-        self.compile_seconds += time.perf_counter() - t0
-        return compiled, traced
-
     def __call__(self, *args: Any) -> Any:
-        flat = _flatten(args)
-        try:
-            out = self._compiled(*flat)
-        except AssertionError:  # Inductor's size/stride check: another layout, compile again
-            self._compiled, _ = self._compile(flat)
-            out = self._compiled(*flat)
+        out = self._compiled.run(*_flatten(args))
         if self.single:
             return out[0]
         return _unflatten(out, self.out_spec)
@@ -266,20 +274,22 @@ def compile_nuts_kernels(
     opts: dict[str, Any] = {"potential_and_grad": potential_and_grad, "max_delta_energy": max_delta_energy}
     store, check = slot_table(slots, z.device)[0]
 
-    def compiled(fn: Callable[..., Any], example: Callable[[torch.Tensor], tuple]) -> CompiledFunction:
+    def compiled(fn: Callable[..., Any], name: str, example: Callable[[torch.Tensor], tuple],
+                 ) -> CompiledFunction:
         try:
-            return CompiledFunction(fn, example(signed_step))
+            return CompiledFunction(fn, example(signed_step), name=name)
         except Exception as exc:  # re-raised below unless numerical
             if not is_numerical_failure(exc):
                 raise
-        return CompiledFunction(fn, example(signed_step * 0.0))
+        return CompiledFunction(fn, example(signed_step * 0.0), name=name)
 
-    leaf = compiled(functools.partial(subtree_leaf, **opts),
+    leaf = compiled(functools.partial(subtree_leaf, **opts), "nuts_leaf",
                     lambda step: (sub, tree.active, step, inverse_mass, energy0, log_u[0], store, check))
     sub1, _ = leaf(sub, tree.active, signed_step * 0.0, inverse_mass, energy0, log_u[0], store, check)
     pstore, pcheck = pair_table(slots, z.device)[0]
-    pair = compiled(functools.partial(subtree_leaf_pair, **opts),
+    pair = compiled(functools.partial(subtree_leaf_pair, **opts), "nuts_leaf_pair",
                     lambda step: (sub1, tree.active, step, inverse_mass, energy0, log_u[:2], pstore, pcheck))
-    merge = CompiledFunction(merge_and_start, (tree, sub1, forward, log_u[2], ~forward, step_size, energy0))
+    merge = CompiledFunction(merge_and_start, (tree, sub1, forward, log_u[2], ~forward, step_size, energy0),
+                             name="nuts_merge")
     kernels = NutsKernels(_Counted(leaf, counter, 1), _Counted(pair, counter, 2), merge)
     return kernels, leaf.compile_seconds + pair.compile_seconds + merge.compile_seconds

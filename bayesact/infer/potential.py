@@ -10,7 +10,8 @@ transforms (the change of variables used by Stan and Pyro, Carpenter et al. 2017
 Chains are a leading batch dimension: ``torch.func.vmap`` of ``torch.func.grad_and_value``
 evaluates all of them in one call. The vmapped gradient is captured once as a graph of
 ATen operations (``torch.fx.experimental.proxy_tensor.make_fx``), so Pyro's effect handlers
-run once instead of at every leapfrog step; the capture is checked against the eager
+run once instead of at every leapfrog step (the graph is then simplified, see
+:mod:`bayesact.infer.graph_passes`); the capture is checked against the eager
 gradient and the engine falls back to plain ``vmap`` (or a per-chain loop) when it differs.
 
 For minibatch samplers (SGHMC) some positional model arguments are *data inputs*: the
@@ -36,7 +37,10 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 from torch.distributions.transforms import Transform
 
-from bayesact.infer.compiled import CompiledFunction, detach_constants, outputs_close
+from bayesact import compilation
+from bayesact.compilation import outputs_close
+from bayesact.infer.compiled import CompiledFunction, CompileFailed, detach_constants
+from bayesact.infer.graph_passes import simplify
 from bayesact.infer.integrator import is_numerical_failure
 from bayesact.infer.phases import warn_user
 from bayesact.infer.sites import is_deterministic, site_dist, site_value
@@ -349,11 +353,14 @@ class Potential:
             graph = self._capture(probes[0], example_data)
             fn: PotentialAndGrad = graph
             mode = "captured"
-            if compile:
-                fn = CompiledFunction(graph, (probes[0], *example_data))
-                mode = "compiled"
+            if compile and compilation.is_enabled():
+                try:
+                    fn = CompiledFunction(graph, (probes[0], *example_data), name="hmc_potential")
+                    mode = "compiled"
+                except CompileFailed:  # warned once by bayesact.compilation: the captured graph runs
+                    pass
             if all(
-                outputs_close(fn(p, *example_data), r, self.dtype)
+                outputs_close(fn(p, *example_data), r)
                 for p, r in zip(probes, refs, strict=True)
             ):
                 self.graph = graph
@@ -373,7 +380,11 @@ class Potential:
         graph = make_fx(value_and_grad)(example, *data)
         graph.graph.eliminate_dead_code()
         graph.recompile()
-        return detach_constants(graph)  # torch 2.14's make_fx drops detach: see its docstring
+        graph = detach_constants(graph)  # torch 2.14's make_fx drops detach: see its docstring
+        # the per-call work Pyro's replay leaves (input-independent operations, identity views,
+        # the zero-padded per-site gradient pieces): same numbers, half the operations
+        with torch.no_grad():
+            return simplify(graph, example, *data)
 
 
 def build_potential(

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from tqdm.auto import tqdm
 
+from bayesact import compilation
 from bayesact.infer.adaptation import (
     DualAveragingState,
     WelfordState,
@@ -40,7 +43,7 @@ from bayesact.infer.arguments import (
     run_context,
 )
 from bayesact.infer.checkpoint import MCMC_FORMAT, register_format
-from bayesact.infer.compiled import compile_nuts_kernels
+from bayesact.infer.compiled import CompileFailed, compile_nuts_kernels
 from bayesact.infer.hmc_core import (
     Metric,
     NutsKernels,
@@ -74,7 +77,7 @@ class MCMCConfig(RunConfig):
     num_steps: int | None
     step_size: float | None
     trajectory_length: float = 2 * math.pi
-    compile: bool = False
+    compile: bool | str = False
     sync_every: int | None = None
     max_delta_energy: float = 1000.0
     adapt_step_size: bool = True
@@ -215,6 +218,80 @@ class _Counter:
         return self.fn(z)
 
 
+#: ``compile="auto"``: iterations timed on the eager path before deciding whether to compile
+AUTO_PROBE_ITERATIONS = 5
+#: ``compile="auto"``: compile only when the rest of the run would take longer than this eagerly
+#: (a cold compile of the NUTS steps takes some 10-30 s on a CPU; a warm one, from the
+#: persistent cache, a few seconds)
+AUTO_MIN_SECONDS = 30.0
+
+
+class _AutoCompile:
+    """``compile="auto"``: sample on the eager path; after :data:`AUTO_PROBE_ITERATIONS` timed
+    iterations, if the rest of the run would take longer than :data:`AUTO_MIN_SECONDS`,
+    compile the NUTS steps in a background thread (on a copy of the state) and switch to them
+    at the first iteration after they are built and verified. A short run never compiles, and
+    no iteration waits for a compile. ``background=False`` (tests) compiles in the caller's
+    thread at the decision point instead.
+    """
+
+    background = True
+
+    def __init__(self, run: _Run, iterations_left: int) -> None:
+        self.run = run
+        self.left = iterations_left
+        self.seen = 0
+        self.start = 0.0
+        self.thread: threading.Thread | None = None
+        self.kernels: NutsKernels | None = None
+        self.seconds = 0.0
+        self.done = False
+
+    def tick(self) -> None:
+        """Called before every iteration."""
+        if self.done:
+            return
+        if self.thread is not None:
+            if not self.thread.is_alive():
+                self._switch()
+            return
+        if self.seen == 0:
+            self.start = time.perf_counter()
+        elif self.seen == AUTO_PROBE_ITERATIONS:
+            per_iteration = (time.perf_counter() - self.start) / AUTO_PROBE_ITERATIONS
+            if per_iteration * (self.left - self.seen) < AUTO_MIN_SECONDS:
+                self.done = True  # not worth it
+                return
+            self._begin()
+        self.seen += 1
+
+    def _begin(self) -> None:
+        run = self.run
+        snapshot = replace(run.state, z=run.state.z.clone(), potential=run.state.potential.clone(),
+                           grad=run.state.grad.clone(), step_size=run.state.step_size.clone(),
+                           inverse_mass=run.state.inverse_mass.clone(), info={})
+
+        def work() -> None:
+            self.kernels = run._compile_kernels(run.grad_fn, snapshot)
+            self.seconds = snapshot.info.get("compile_seconds", 0.0)
+
+        self.thread = threading.Thread(target=work, name="bayesact-compile-nuts", daemon=True)
+        if self.background:
+            self.thread.start()
+        else:
+            work()
+            self.thread = None
+            self._switch()
+
+    def _switch(self) -> None:
+        self.done = True
+        if self.kernels is not None:
+            self.run.kernels = self.kernels
+            info = self.run.state.info
+            info["compile_seconds"] = info.get("compile_seconds", 0.0) + self.seconds
+            info["compiled_from_iteration"] = self.run.state.iteration
+
+
 def _transition(
     state: SamplerState,
     metric: Metric,
@@ -299,7 +376,11 @@ class _Run(RunLoop):
         self.grad_fn = _Counter(self.potential.value_and_grad)
         self.metric = make_metric(self.state.inverse_mass)
         self.kernels: NutsKernels | None = None
-        if cfg.compile and cfg.method == "nuts" and self.potential.graph is not None:
+        self.auto: _AutoCompile | None = None
+        compilable = cfg.method == "nuts" and self.potential.graph is not None and compilation.is_enabled()
+        if compilable and cfg.compile == "auto":
+            self.auto = _AutoCompile(self, cfg.num_warmup + cfg.num_samples - self.state.iteration)
+        elif compilable and cfg.compile:
             self.kernels = self._compile_kernels(self.grad_fn)
         self.windows = adaptation_windows(cfg.num_warmup)
         self.divergences = 0
@@ -312,6 +393,8 @@ class _Run(RunLoop):
 
     def advance(self, phase: Phase, bar: tqdm) -> bool:
         cfg, gen = self.cfg, self.generator
+        if self.auto is not None:
+            self.auto.tick()
         (z, u, g), stats = _transition(self.state, self.metric, cfg, self.grad_fn, gen, self.kernels)
         state = replace(self.state, z=z, potential=u, grad=g)
         if phase.name == "warmup":
@@ -348,10 +431,11 @@ class _Run(RunLoop):
         return (f"sampling interrupted after {self.state.iteration} of {total} iterations; "
                 "returning the draws made so far")
 
-    def _compile_kernels(self, counter: _Counter) -> NutsKernels | None:
+    def _compile_kernels(self, counter: _Counter, state: SamplerState | None = None) -> NutsKernels | None:
         """The NUTS leaf, pair and boundary steps compiled with the captured gradient inlined;
-        ``None`` (eager steps) when compilation fails."""
-        cfg, state = self.cfg, self.state
+        ``None`` (eager steps) when compilation fails. ``state``: the state whose layouts the
+        kernels are built for (default the current one; its compile time is recorded there)."""
+        cfg, state = self.cfg, state or self.state
         try:
             if self.potential.graph is None:
                 raise ValueError("no captured gradient graph to compile")
@@ -359,6 +443,8 @@ class _Run(RunLoop):
                 self.potential.graph, state.z, state.potential, state.grad, state.step_size,
                 state.inverse_mass, cfg.max_tree_depth, cfg.max_delta_energy, counter,
             )
+        except CompileFailed:  # warned once by bayesact.compilation: eager steps
+            return None
         except Exception as exc:  # compilation is an optimisation: fall back to eager steps
             warn_user(f"could not compile the NUTS steps ({exc!r}); running them eagerly")
             return None
@@ -386,6 +472,7 @@ class _Run(RunLoop):
             "method": cfg.method,
             "potential_mode": self.potential.mode + ("+compiled_leaf" if compiled else ""),
             "compile_seconds": state.info.get("compile_seconds", 0.0),
+            "compiled_from_iteration": state.info.get("compiled_from_iteration"),
             "num_warmup": cfg.num_warmup,
             "num_samples": cfg.num_samples,
             "draws_done": done,
@@ -428,7 +515,7 @@ def mcmc(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     capture: bool = True,
-    compile: bool = False,
+    compile: bool | Literal["auto"] = "auto",
     sync_every: int | None = None,
     jit_compile: bool = False,
     model_kwargs: dict[str, Any] | None = None,
@@ -482,8 +569,15 @@ def mcmc(
         checkpoint_every: iterations between two checkpoint saves (>= 1).
         capture: capture the batched gradient as a graph (``make_fx``) instead of re-running
             Pyro's effect handlers at every step (checked, with a fallback to ``vmap``).
-        compile: compile the NUTS steps (or, for HMC, the captured gradient) with
-            ``torch.compile``.
+        compile: compile the NUTS steps (or, for HMC, the captured gradient) with TorchInductor,
+            through :func:`bayesact.compilation.compiled` (verified against eager, one warning and
+            the eager path on failure; ``BAYESACT_COMPILE=0`` turns it off). ``True`` compiles
+            before sampling; ``"auto"`` (NUTS) samples at once on the eager path and, when the
+            run is long enough to amortise it (over ~30 s eagerly), compiles in the background
+            and switches when the compiled steps are verified (HMC: eager). Draws have the same
+            distribution on either path; on CPU with a ``seed``, ``compile=False`` is
+            bit-reproducible, ``True`` reproducible with the same compiled code, and ``"auto"``
+            not bit-for-bit (the switch iteration depends on timing).
         sync_every: NUTS tree levels between two host synchronisations (default: 2 on CPU,
             8 on GPU).
         jit_compile: ``engine="pyro"`` only: Pyro's JIT of the potential.
@@ -504,6 +598,8 @@ def mcmc(
     """
     if method not in ("nuts", "hmc"):
         raise ValueError(f"method must be 'nuts' or 'hmc', got {method!r}")
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
     if chain_method not in ("vectorized", "sequential"):
         raise ValueError(f"chain_method must be 'vectorized' or 'sequential', got {chain_method!r}")
     if engine not in ("bayesact", "pyro"):
@@ -547,7 +643,8 @@ def mcmc(
             method=method, num_warmup=num_warmup, num_samples=num_samples, target_accept=float(target_accept),
             max_tree_depth=max_tree_depth, dense_mass=dense_mass, num_steps=num_steps, step_size=step_size,
             dtype=dtype_, device=device_, trajectory_length=trajectory_length,
-            checkpoint_every=checkpoint_every, capture=bool(capture), compile=bool(compile),
+            checkpoint_every=checkpoint_every, capture=bool(capture),
+            compile=compile if compile == "auto" else bool(compile),
             sync_every=sync_every, max_delta_energy=max_delta_energy,
             adapt_step_size=bool(adapt_step_size), adapt_mass_matrix=bool(adapt_mass_matrix),
         )
@@ -620,7 +717,7 @@ def _start(
 def _potential(model: Callable, args: tuple, kwargs: dict, cfg: MCMCConfig) -> Potential:
     return build_potential(
         model, args, kwargs, dtype=cfg.dtype, device=cfg.device, num_chains=cfg.num_chains,
-        capture=cfg.capture, compile=cfg.compile and cfg.method == "hmc",
+        capture=cfg.capture, compile=cfg.compile is True and cfg.method == "hmc",
     )
 
 

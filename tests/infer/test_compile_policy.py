@@ -1,0 +1,156 @@
+"""mcmc's compile policy: ``compile="auto"`` (eager at once, compiled when it pays), the switch
+keeps the posterior, compile failures fall back with one warning, ``BAYESACT_COMPILE=0``."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from scipy import stats
+
+from bayesact import compilation
+from bayesact.infer import mcmc, sampler
+from bayesact.infer.nuts_tree import eager_kernels
+
+from .sbc_models import normal_normal, simulate
+from .test_sbc import chi2_p, ranks
+
+N_OBS = 5
+
+
+def _conjugate(y: torch.Tensor) -> None:
+    """mu ~ N(0, 1), y_j ~ N(mu, 1): posterior N(Σy / (n + 1), 1 / (n + 1))."""
+    mu = pyro.sample("mu", dist.Normal(torch.zeros((), dtype=y.dtype), 1.0))
+    with pyro.plate("data", y.shape[0]):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+Y = torch.tensor([0.3, -1.2, 2.0, 0.7, 1.1], dtype=torch.float64)
+POST_MEAN, POST_SD = float(Y.sum()) / (N_OBS + 1), (1.0 / (N_OBS + 1)) ** 0.5
+
+
+def _bayesact_warnings(record: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in record if "bayesact" in str(w.message)]
+
+
+def _switch_at(monkeypatch: pytest.MonkeyPatch, iteration: int) -> None:
+    """Make ``compile="auto"`` decide at ``iteration`` and compile in the caller's thread."""
+    monkeypatch.setattr(sampler, "AUTO_PROBE_ITERATIONS", iteration)
+    monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(sampler._AutoCompile, "background", False)
+
+
+def test_compile_must_be_true_false_or_auto() -> None:
+    with pytest.raises(ValueError, match="compile must be True, False or 'auto'"):
+        mcmc(_conjugate, Y, compile="yes", num_samples=5, num_warmup=5, progress=False)
+
+
+def test_auto_is_the_default_and_a_short_run_never_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("a short run must not compile")
+
+    monkeypatch.setattr(sampler, "compile_nuts_kernels", must_not_compile)
+    post = mcmc(_conjugate, Y, num_chains=2, num_warmup=50, num_samples=50, seed=0, progress=False)
+    assert post.info["potential_mode"] == "captured" and post.info["compile_seconds"] == 0.0
+
+
+def test_auto_switches_to_the_compiled_steps_and_keeps_the_posterior(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a stand-in compiler (the eager steps, counted) isolates the switching logic from Inductor;
+    # the draws before and after the switch come from the same posterior (two-sample KS test)
+    used = []
+
+    def stand_in(graph, z, potential, grad, step_size, inverse_mass, depth, max_delta, counter):
+        kernels = eager_kernels(graph, max_delta)
+
+        def leaf(*args):
+            used.append(1)
+            counter.calls += 1
+            return kernels.leaf(*args)
+
+        def pair(*args):
+            counter.calls += 2
+            return kernels.pair(*args)
+
+        return sampler.NutsKernels(leaf, pair, kernels.merge), 1.5
+
+    warmup, draws = 200, 1600
+    _switch_at(monkeypatch, warmup + draws // 2)
+    monkeypatch.setattr(sampler, "compile_nuts_kernels", stand_in)
+    post = mcmc(_conjugate, Y, num_chains=4, num_warmup=warmup, num_samples=draws, seed=1,
+                progress=False, compile="auto")
+    assert post.info["compiled_from_iteration"] == warmup + draws // 2
+    assert post.info["compile_seconds"] == 1.5 and used
+    mu = post.samples["mu"]
+    before, after = mu[:, : draws // 2 : 4].reshape(-1), mu[:, draws // 2 :: 4].reshape(-1)
+    assert stats.ks_2samp(before.numpy(), after.numpy()).pvalue > 1e-3
+    for half in (before, after):  # and both match the exact posterior
+        assert stats.kstest(half.numpy(), "norm", args=(POST_MEAN, POST_SD)).pvalue > 1e-3
+
+
+def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    reason = f"inductor exploded {uuid.uuid4().hex}"  # a reason never warned before in this process
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(reason)
+
+    monkeypatch.setattr(torch._inductor, "compile", broken)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        post = mcmc(_conjugate, Y, num_chains=2, num_warmup=100, num_samples=300, seed=2,
+                    progress=False, compile=True)
+    fallbacks = [w for w in record if issubclass(w.category, compilation.CompileFallbackWarning)]
+    assert len(fallbacks) == 1 and reason in str(fallbacks[0].message)
+    assert len(_bayesact_warnings(record)) == 1  # and no second warning of the sampler's own
+    assert post.info["potential_mode"] == "captured" and post.info["compile_seconds"] == 0.0
+    assert compilation.fallbacks()["nuts_leaf"].endswith(reason)
+    mu = post.samples["mu"]  # a right result: the exact posterior within Monte Carlo error
+    assert abs(float(mu.mean()) - POST_MEAN) < 0.15 and abs(float(mu.std()) - POST_SD) < 0.1
+
+
+def test_hmc_compile_failure_keeps_the_captured_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    reason = f"no compiler here {uuid.uuid4().hex}"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(reason)
+
+    monkeypatch.setattr(torch._inductor, "compile", broken)
+    with pytest.warns(compilation.CompileFallbackWarning, match=reason):
+        post = mcmc(_conjugate, Y, method="hmc", num_chains=2, num_warmup=50, num_samples=50, seed=3,
+                    progress=False, compile=True)
+    assert post.info["potential_mode"] == "captured"
+
+
+@pytest.mark.parametrize("method", ["nuts", "hmc"])
+def test_bayesact_compile_0_runs_mcmc_uncompiled(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("BAYESACT_COMPILE=0 must not compile")
+
+    monkeypatch.setenv(compilation.ENV_VAR, "0")
+    monkeypatch.setattr(sampler, "compile_nuts_kernels", must_not_compile)
+    monkeypatch.setattr(torch._inductor, "compile", must_not_compile)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        post = mcmc(_conjugate, Y, method=method, num_chains=2, num_warmup=30, num_samples=30, seed=4,
+                    progress=False, compile=True)
+    assert not _bayesact_warnings(record)
+    assert post.info["potential_mode"] == "captured" and post.info["compile_seconds"] == 0.0
+
+
+@pytest.mark.slow
+def test_sbc_ranks_stay_uniform_across_the_eager_to_compiled_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the real compiled NUTS steps (Inductor), switched in half way through sampling: the ranks
+    # of the truth among the draws after the switch, and among all draws, are uniform
+    reps, warmup, draws = 100, 100, 400
+    truth = simulate(normal_normal, reps, 11)
+    _switch_at(monkeypatch, warmup + draws // 2)
+    post = mcmc(normal_normal, reps, truth["y"], num_chains=2, num_warmup=warmup, num_samples=draws,
+                seed=11, progress=False, target_accept=0.9, max_tree_depth=4, compile="auto")
+    assert post.info["compiled_from_iteration"] == warmup + draws // 2
+    assert post.info["potential_mode"] == "captured+compiled_leaf"
+    mu = post.samples["mu"]
+    assert chi2_p(ranks(mu[:, draws // 2 :], truth["mu"]), 5) > 0.01
+    assert chi2_p(ranks(mu, truth["mu"]), 5) > 0.01
