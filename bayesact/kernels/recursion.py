@@ -16,7 +16,10 @@ l + 1 of the recursion (entry depth is the readout).
 
 The diagonals K^l(x, x) are run first with the exact one-point maps. Given them, every off-diagonal
 entry follows its own scalar recursion, so the n × m matrix is computed in row blocks under a memory
-bound and, with ``fused=True``, each block runs all layers in one ``torch.compile``-generated kernel.
+bound and, with ``fused=True``, each block runs all layers in one ``torch.compile``-generated kernel
+(through :func:`bayesact.compilation.compiled`: verified against eager, one warning and the eager
+path on failure, ``BAYESACT_COMPILE=0`` honoured; ``fused="auto"`` runs eagerly at once and
+switches to the kernel once it has been built in the background).
 Blocked equals unblocked bit for bit: the Gram matrix ⟨x, x'⟩ is formed once for the whole output
 (a matrix product of fewer rows may round differently), each block reads its rows, and everything
 after it is elementwise, where torch's CPU kernels (and one compiled kernel, shared by all blocks
@@ -28,14 +31,15 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from bayesact import compilation
 from bayesact.infer.tracing import is_concrete
 from bayesact.kernels._docs import args_section, document, raises_section
 from bayesact.kernels.dual import DualActivation, PointData
@@ -194,24 +198,23 @@ def _layers(
     return k12, theta
 
 
-_compiled_layers: Callable[..., tuple[Tensor, Tensor | None]] | None = None
+Fused = bool | Literal["auto"]
+
+#: the compiled layer recursion per policy (``fused=True``: "always", ``fused="auto"``: "auto")
+_compiled_layers: dict[str, compilation.Compiled] = {}
 
 
-def _fused_layers() -> Callable[..., tuple[Tensor, Tensor | None]]:
-    global _compiled_layers
-    if _compiled_layers is None:
-        compiled = torch.compile(_layers, dynamic=True)
-
-        def run(*args: Any) -> tuple[Tensor, Tensor | None]:
+def _fused_layers(policy: compilation.Policy) -> compilation.Compiled:
+    """``_layers`` compiled through :func:`bayesact.compilation.compiled` (one per policy)."""
+    if policy not in _compiled_layers:
+        _compiled_layers[policy] = compilation.compiled(
+            _layers, name=f"kernel_layers_{policy}", policy=policy, dynamic=True,
             # one graph per (dual type, dtype, depth, NNGP/NTK, ...): more than dynamo's default
             # of 8 per function, after which it would silently fall back to eager
-            with torch._dynamo.config.patch(
-                recompile_limit=512, accumulated_recompile_limit=4096, specialize_float=True
-            ):
-                return compiled(*args)
-
-        _compiled_layers = run
-    return _compiled_layers
+            dynamo_config={"recompile_limit": 512, "accumulated_recompile_limit": 4096,
+                           "specialize_float": True},
+        )
+    return _compiled_layers[policy]
 
 
 def _block_bounds(
@@ -249,12 +252,14 @@ class _Recursion:
     weight_std: LayerStd = DEFAULT_WEIGHT_STD
     bias_std: LayerStd = DEFAULT_BIAS_STD
     quadrature_degree: int | None = None
-    fused: bool = False
+    fused: Fused = False
     block_bytes: int | None = None
     dual: DualActivation = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_depth(self.depth)
+        if not isinstance(self.fused, bool) and self.fused != "auto":
+            raise ValueError(f"fused must be True, False or 'auto', got {self.fused!r}")
         block_bytes = self.block_bytes
         if block_bytes is not None and (isinstance(block_bytes, bool) or block_bytes < 1):
             raise ValueError(f"block_bytes must be a positive integer, got {block_bytes!r}")
@@ -305,8 +310,18 @@ def _recursion(
     x2 = x1 if x2 is None else x2
     points2 = points1 if symmetric else _point_layers(x2, dual, w2, b2, depth, with_ntk)
     d = x1.shape[-1]
-    compiled = spec.fused and dual.fusable
-    layers = _fused_layers() if compiled else _layers
+    policy: compilation.Policy = "auto" if spec.fused == "auto" else "always"
+    fused = _fused_layers(policy) if spec.fused and dual.fusable else None
+    # the compiled kernel is ready (``fused="auto"``: once built in the background)
+    compiled = fused is not None and fused.state == "ready" and compilation.is_enabled()
+    decided: list[bool] = []  # one path for every block of this call (same numbers blockwise)
+
+    def layers(*args: Any) -> tuple[Tensor, Tensor | None]:
+        if fused is None:
+            return _layers(*args)
+        if not decided:
+            decided.append(fused.prepare(*args))
+        return fused.run(*args) if decided[0] else _layers(*args)
 
     if diag:  # paired rows, no matrix
         w2v, b2v = [w.unsqueeze(-1) for w in w2], [b.unsqueeze(-1) for b in b2]
@@ -392,7 +407,7 @@ def nngp(
     bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
-    fused: bool = False,
+    fused: Fused = False,
     block_bytes: int | None = None,
 ) -> Tensor:
     """NNGP kernel K^depth(x1, x2) of an infinitely wide MLP.
@@ -425,7 +440,7 @@ def ntk(
     bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
-    fused: bool = False,
+    fused: Fused = False,
     block_bytes: int | None = None,
 ) -> Tensor:
     """Neural tangent kernel Θ^depth(x1, x2) of an infinitely wide MLP (NTK parameterization).
@@ -458,7 +473,7 @@ def nngp_ntk(
     bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
-    fused: bool = False,
+    fused: Fused = False,
     block_bytes: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """NNGP and NTK in one pass (same conventions as ``nngp`` and ``ntk``).

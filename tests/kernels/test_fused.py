@@ -53,3 +53,74 @@ def test_fused_on_cuda_matches_cpu(name: str) -> None:
     cuda = K.nngp_ntk(x1.cuda(), x2.cuda(), fused=True, **kw)
     for a, b in zip(cuda, cpu, strict=True):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-12)
+
+
+# -- the compile policy (bayesact.compilation) ----------------------------------------------------
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """An empty cache of compiled layer recursions (each test builds its own)."""
+    from bayesact.kernels import recursion
+
+    cache: dict = {}
+    monkeypatch.setattr(recursion, "_compiled_layers", cache)
+    return cache
+
+
+def _erf(**extra) -> tuple[torch.Tensor, torch.Tensor]:
+    x1, x2 = inputs(n=9, m=7)
+    return K.nngp_ntk(x1, x2, activation="erf", depth=2, weight_std=1.3, bias_std=0.2, **extra)
+
+
+def test_fused_must_be_true_false_or_auto() -> None:
+    with pytest.raises(ValueError, match="fused must be True, False or 'auto'"):
+        _erf(fused="yes")
+
+
+def test_bayesact_compile_0_runs_the_kernels_uncompiled(monkeypatch: pytest.MonkeyPatch,
+                                                         fresh_kernels) -> None:
+    from bayesact import compilation
+
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("BAYESACT_COMPILE=0 must not compile")
+
+    monkeypatch.setenv(compilation.ENV_VAR, "0")
+    monkeypatch.setattr(torch, "compile", must_not_compile)
+    eager = _erf()
+    for policy in (True, "auto"):
+        for _ in range(4):  # "auto" would start compiling at its third call
+            assert all(torch.equal(a, b) for a, b in zip(_erf(fused=policy), eager, strict=True))
+    assert all(c.state == "new" for c in fresh_kernels.values())
+
+
+def test_a_kernel_compile_failure_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch,
+                                                              fresh_kernels) -> None:
+    import uuid
+
+    from bayesact import compilation
+
+    reason = f"no inductor today {uuid.uuid4().hex}"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(reason)
+
+    monkeypatch.setattr(torch, "compile", broken)
+    eager = _erf()
+    with pytest.warns(compilation.CompileFallbackWarning, match=reason) as record:
+        for _ in range(3):  # warned once, the eager numbers every time
+            assert all(torch.equal(a, b) for a, b in zip(_erf(fused=True), eager, strict=True))
+    assert len([w for w in record if reason in str(w.message)]) == 1
+
+
+def test_fused_auto_runs_eagerly_then_switches_to_the_verified_kernel(fresh_kernels) -> None:
+    eager = _erf()
+    for _ in range(2):  # the first calls run eagerly (bit for bit) and start no compile
+        assert all(torch.equal(a, b) for a, b in zip(_erf(fused="auto"), eager, strict=True))
+        assert fresh_kernels["auto"].state == "new"
+    # the third starts the background build (loading Inductor can move eager results by an ulp)
+    for a, b in zip(_erf(fused="auto"), eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert fresh_kernels["auto"].wait(timeout=600) == "ready"
+    for a, b in zip(_erf(fused="auto"), eager, strict=True):  # the compiled kernel
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
