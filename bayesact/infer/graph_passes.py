@@ -7,18 +7,21 @@ scalars turned into tensors, ``ones``/``zeros`` of fixed shape) and views that c
 costs a dispatch (microseconds) at every call, which for a small model is as much as the
 arithmetic. :func:`simplify` evaluates the input-independent operations once and stores their
 results as constants, and drops the identity views; the graph computes the same numbers
-(bit for bit: the folded operations are the ones that would have run, on the same values).
+(bit for bit: the folded operations are the ones that would have run, on the same values), and
+its generated code calls the operators' C++ entry points directly (:func:`direct_calls`).
 """
 
 from __future__ import annotations
 
 import itertools
+import re
+import types
 from typing import Any
 
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["simplify"]
+__all__ = ["direct_calls", "simplify"]
 
 aten = torch.ops.aten
 
@@ -95,6 +98,27 @@ def simplify(graph: GraphModule, *example: torch.Tensor) -> GraphModule:
     _slices_to_cat(graph.graph, values)
     graph.graph.eliminate_dead_code()
     graph.recompile()
+    return direct_calls(graph)
+
+
+_CALL = re.compile(r"torch\.ops\.aten\.(\w+)\.(\w+)\(")
+
+
+def direct_calls(graph: GraphModule) -> GraphModule:
+    """Give ``graph`` (on the instance) a ``forward`` that calls each ATen operator's C++ entry
+    point (``OpOverload._op``, what ``OpOverload.__call__`` calls) without the Python frame of
+    ``__call__``: the same operations, some 0.5 µs less each. Returns ``graph``."""
+    code = graph.graph.python_code(root_module="self")
+    scope = dict(code.globals)
+
+    def bind(match: re.Match[str]) -> str:
+        name = f"_aten_{match.group(1)}_{match.group(2)}"
+        scope[name] = getattr(getattr(torch.ops.aten, match.group(1)), match.group(2))._op
+        return name + "("
+
+    source = _CALL.sub(bind, code.src)
+    exec(compile(source, f"<bayesact.infer.graph_passes:{id(graph)}>", "exec"), scope)
+    graph.forward = types.MethodType(scope["forward"], graph)
     return graph
 
 

@@ -351,7 +351,7 @@ class Potential:
             return self.mode
         try:
             graph = self._capture(probes[0], example_data)
-            fn: PotentialAndGrad = graph
+            fn: PotentialAndGrad = graph.forward  # without nn.Module.__call__'s hook checks
             mode = "captured"
             if compile and compilation.is_enabled():
                 try:
@@ -371,7 +371,7 @@ class Potential:
             warn_user(f"could not capture the model's gradient as a graph ({exc!r}); using vmap")
         return self.mode
 
-    def _capture(self, example: torch.Tensor, data: tuple[torch.Tensor, ...] = ()) -> PotentialAndGrad:
+    def _capture(self, example: torch.Tensor, data: tuple[torch.Tensor, ...] = ()) -> torch.fx.GraphModule:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         def value_and_grad(z: torch.Tensor, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,6 +42,7 @@ def test_simplified_capture_matches_the_raw_capture_bit_for_bit(dtype: torch.dty
     # per-call work gone: the zero-padded gradient pieces, the input-independent operations
     assert aten.slice_backward.default not in _targets(simple)
     assert len(_targets(simple)) < 0.7 * len(_targets(raw))
+    assert "ops" not in simple.forward.__code__.co_names  # direct C++ entry points, no torch.ops.aten
     for _ in range(3):  # at points other than the example, some far out in the tails
         z = 3 * torch.randn(chains, pot.dim, generator=gen, dtype=dtype)
         for got, want in zip(simple(z), raw(z), strict=True):
