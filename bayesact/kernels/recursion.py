@@ -200,6 +200,9 @@ def _layers(
 
 Fused = bool | Literal["auto"]
 
+#: ``fused="auto"``: outputs with fewer entries (n·m, times any batch) always run eagerly
+AUTO_MIN_ENTRIES = 65_536
+
 #: the compiled layer recursion per policy (``fused=True``: "always", ``fused="auto"``: "auto")
 _compiled_layers: dict[str, compilation.Compiled] = {}
 
@@ -311,7 +314,10 @@ def _recursion(
     points2 = points1 if symmetric else _point_layers(x2, dual, w2, b2, depth, with_ntk)
     d = x1.shape[-1]
     policy: compilation.Policy = "auto" if spec.fused == "auto" else "always"
-    fused = _fused_layers(policy) if spec.fused and dual.fusable else None
+    entries = x1.shape[:-1].numel() * (1 if diag else x2.shape[-2])
+    # "auto": a small kernel never compiles (a compile it could not amortise)
+    wanted = spec.fused is True or (spec.fused == "auto" and entries >= AUTO_MIN_ENTRIES)
+    fused = _fused_layers(policy) if wanted and dual.fusable else None
     # the compiled kernel is ready (``fused="auto"``: once built in the background)
     compiled = fused is not None and fused.state == "ready" and compilation.is_enabled()
     decided: list[bool] = []  # one path for every block of this call (same numbers blockwise)

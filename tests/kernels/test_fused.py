@@ -88,6 +88,9 @@ def test_bayesact_compile_0_runs_the_kernels_uncompiled(monkeypatch: pytest.Monk
     monkeypatch.setenv(compilation.ENV_VAR, "0")
     monkeypatch.setattr(torch, "compile", must_not_compile)
     eager = _erf()
+    from bayesact.kernels import recursion
+
+    monkeypatch.setattr(recursion, "AUTO_MIN_ENTRIES", 1)
     for policy in (True, "auto"):
         for _ in range(4):  # "auto" would start compiling at its third call
             assert all(torch.equal(a, b) for a, b in zip(_erf(fused=policy), eager, strict=True))
@@ -113,7 +116,22 @@ def test_a_kernel_compile_failure_falls_back_with_one_warning(monkeypatch: pytes
     assert len([w for w in record if reason in str(w.message)]) == 1
 
 
-def test_fused_auto_runs_eagerly_then_switches_to_the_verified_kernel(fresh_kernels) -> None:
+def test_fused_auto_never_compiles_a_small_kernel(monkeypatch: pytest.MonkeyPatch, fresh_kernels) -> None:
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("a small kernel must not compile")
+
+    monkeypatch.setattr(torch, "compile", must_not_compile)
+    eager = _erf()  # 63 entries, below AUTO_MIN_ENTRIES
+    for _ in range(5):
+        assert all(torch.equal(a, b) for a, b in zip(_erf(fused="auto"), eager, strict=True))
+    assert not fresh_kernels
+
+
+def test_fused_auto_runs_eagerly_then_switches_to_the_verified_kernel(monkeypatch: pytest.MonkeyPatch,
+                                                                      fresh_kernels) -> None:
+    from bayesact.kernels import recursion
+
+    monkeypatch.setattr(recursion, "AUTO_MIN_ENTRIES", 1)  # small inputs keep the test fast
     eager = _erf()
     for _ in range(2):  # the first calls run eagerly (bit for bit) and start no compile
         assert all(torch.equal(a, b) for a, b in zip(_erf(fused="auto"), eager, strict=True))
