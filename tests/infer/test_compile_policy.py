@@ -154,3 +154,11 @@ def test_sbc_ranks_stay_uniform_across_the_eager_to_compiled_switch(monkeypatch:
     mu = post.samples["mu"]
     assert chi2_p(ranks(mu[:, draws // 2 :], truth["mu"]), 5) > 0.01
     assert chi2_p(ranks(mu, truth["mu"]), 5) > 0.01
+
+
+def test_on_cpu_a_seeded_run_that_does_not_compile_is_bit_reproducible() -> None:
+    """compile=False, and the default "auto" on a run too short to compile: the same draws bit
+    for bit (an "auto" run that switches is not: the switch iteration depends on timing)."""
+    runs = [mcmc(_conjugate, Y, num_chains=2, num_warmup=40, num_samples=40, seed=5, progress=False,
+                 compile=policy) for policy in (False, False, "auto")]
+    assert all(torch.equal(r.samples["mu"], runs[0].samples["mu"]) for r in runs[1:])
