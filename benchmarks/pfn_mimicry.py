@@ -290,7 +290,7 @@ def report(out_dir: Path, figure: Path) -> str:
             ns = list(r["final"])
             lines += ["", "Gap (nats) after each training stage (each stage annealed to lr 0; stages before "
                       "the last on fewer datasets per n, the last one is the table above):", "",
-                      "| steps | datasets | train s | " + " | ".join(f"n={n}" for n in ns) + " |",
+                      "| steps | datasets | train wall s | " + " | ".join(f"n={n}" for n in ns) + " |",
                       "|---:|---:|---:|" + "---:|" * len(ns)]
             for p in r["curve"]:
                 lines.append(f"| {p['steps']} | {p['datasets']:,} | {p['seconds']} | "
