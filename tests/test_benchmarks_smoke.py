@@ -94,3 +94,17 @@ def test_first_result_benchmark_quick_prints_its_tables() -> None:
     assert [r[1] for r in diabetes] == ["cold", "warm"] and all(float(r[3]) > 0 for r in diabetes)
     kernels = [r for r in rows if len(r) == 6 and r[0] in ("nngp", "ntk")]
     assert len(kernels) == 8 and all(float(r[3]) > 0 and float(r[4]) > 0 for r in kernels)
+
+
+OVERHEAD = SCRIPT.parent / "overhead.py"
+
+
+def test_overhead_benchmark_quick_prints_its_table() -> None:
+    """``benchmarks/overhead.py --quick``: four rows (two models, 1 and 4 chains) with positive times."""
+    proc = subprocess.run([sys.executable, str(OVERHEAD), "--quick"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| model")]
+    assert [r[1] for r in rows] == ["1", "4", "1", "4"]
+    assert all(float(c) > 0 for r in rows for c in r[2:])
