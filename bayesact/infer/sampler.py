@@ -220,10 +220,11 @@ class _Counter:
 
 #: ``compile="auto"``: iterations timed on the eager path before deciding whether to compile
 AUTO_PROBE_ITERATIONS = 5
-#: ``compile="auto"``: compile only when the rest of the run would take longer than this eagerly
-#: (a cold compile of the NUTS steps takes some 10-30 s on a CPU; a warm one, from the
-#: persistent cache, a few seconds)
-AUTO_MIN_SECONDS = 30.0
+#: ``compile="auto"``: compile only when the rest of the run would take longer than this eagerly.
+#: Measured on a 2-core CPU (tanh BNN, 4 chains, one thread): the background compile takes
+#: ~40 s and slows the eager iterations meanwhile ~2.5x (it holds the GIL while tracing and
+#: generating code); the compiled steps then run ~8x faster, so the break-even is ~45 s
+AUTO_MIN_SECONDS = 90.0
 
 
 class _AutoCompile:
@@ -573,7 +574,7 @@ def mcmc(
             through :func:`bayesact.compilation.compiled` (verified against eager, one warning and
             the eager path on failure; ``BAYESACT_COMPILE=0`` turns it off). ``True`` compiles
             before sampling; ``"auto"`` (NUTS) samples at once on the eager path and, when the
-            run is long enough to amortise it (over ~30 s eagerly), compiles in the background
+            run is long enough to amortise it (over ~90 s eagerly), compiles in the background
             and switches when the compiled steps are verified (HMC: eager). Draws have the same
             distribution on either path; on CPU with a ``seed``, ``compile=False`` is
             bit-reproducible, ``True`` reproducible with the same compiled code, and ``"auto"``
