@@ -24,6 +24,8 @@ from bayesact.priors._checks import check_int
 __all__ = ["PFN", "PFN_FORMAT", "normal_borders"]
 
 PFN_FORMAT = "bayesact.models.pfn/1"
+# the standardised scale is floored so that the narrowest mapped bucket spans this many units of rounding of y
+_ULPS_PER_BUCKET = 16
 _CONFIG_KEYS = ("num_features", "num_buckets", "emsize", "nlayers", "nhead", "nhid", "max_features",
                 "query_self_attention", "standardize_y", "bounded")
 
@@ -60,20 +62,33 @@ class PFN(nn.Module):
         nhid: feed-forward and decoder hidden width (default 2 · emsize).
         borders: the K + 1 bucket borders, fixed before training, e.g.
             :meth:`BarDistribution.borders_from_samples` of prior draws of y (default:
-            :func:`normal_borders`).
+            :func:`normal_borders`). The model is built in torch's default dtype (the buffer holds
+            the borders rounded to it), but the given borders are kept at their own precision:
+            converting the model to a wider dtype (``.double()``, ``.to(torch.float64)``) restores
+            them exactly instead of widening the rounded copy.
         max_features: input width of the feature encoder (default ``num_features``); must be
             ≥ ``num_features``.
         query_self_attention: each query also attends to its own token (the paper's attention
             mask; ``False``: to the training tokens only, like the maintained PFNs library).
-        standardize_y: standardise y_train per dataset (mean, std) before encoding and map the
-            borders back, so that the borders live in standardised units (TabPFN's convention;
-            datasets with fewer than two training points are not standardised). Default off: the
-            paper's GP/BNN PFNs see y on the prior's own scale.
+        standardize_y: standardise y_train per dataset (mean m, std s) before encoding and map the
+            borders back to m + s_eff · b_k, so that the borders live in standardised units (TabPFN's
+            convention; datasets with fewer than two training points are not standardised). Default
+            off: the paper's GP/BNN PFNs see y on the prior's own scale. The scale is floored,
+            s_eff = max(s, 16 · eps · |m| / min_k(b_k - b_{k-1})) (eps of the model's dtype), so that
+            every mapped bucket spans at least 16 units of rounding of y ≈ m (1000 normal borders in
+            float32: s_eff ≥ 7.6e-4 · |m|; in float64: 1.4e-12 · |m|): a (nearly) constant
+            training set, whose s is rounding noise or 0, then gives a resolvable distribution around
+            m (finite log-density and gradients) instead of coinciding borders (an error) or queries
+            near m standardised by rounding noise; queries far from m in units of s_eff stay in the
+            tails (such a training set carries no scale information).
+            Data with s above the floor (all well-conditioned data) are standardised exactly, so the
+            predictive is location-scale equivariant there; all-zero y_train keeps s_eff = 1.
         bounded: output the bounded bar distribution (support [b_0, b_K]) instead of the
             full-support one.
     """
 
     borders: Tensor
+    _exact_borders: Tensor
 
     def __init__(
         self,
@@ -115,9 +130,14 @@ class PFN(nn.Module):
                     f"'borders' has {borders.numel()} values, so K = {borders.numel() - 1} buckets, but "
                     f"num_buckets={num_buckets}: pass num_buckets={borders.numel() - 1} or None"
                 )
-            borders = borders.detach().to(torch.get_default_dtype()).clone()
+            borders = borders.detach().clone()
+            if not borders.is_floating_point():
+                borders = borders.to(torch.get_default_dtype())
         # the distribution's own checks: strictly increasing, finite, enough buckets
         BarDistribution(borders, torch.zeros(borders.numel() - 1, dtype=borders.dtype), bounded=bounded)
+        # the given borders at their own precision; the buffer is always this, rounded once to its dtype
+        self._exact_borders = borders
+        borders = borders.to(torch.get_default_dtype())
         self.num_buckets = borders.numel() - 1
         self.query_self_attention = bool(query_self_attention)
         self.standardize_y = bool(standardize_y)
@@ -131,6 +151,36 @@ class PFN(nn.Module):
         self.decoder = nn.Sequential(
             nn.Linear(self.emsize, self.nhid), nn.GELU(), nn.Linear(self.nhid, self.num_buckets)
         )
+
+    def _apply(self, fn: Any, recurse: bool = True) -> PFN:
+        """``nn.Module._apply`` (behind ``.to``, ``.double``, ``.cuda``, ...), then the borders buffer
+        re-rounded from the exact borders, so a float32 -> float64 conversion does not keep float32
+        rounding. A buffer changed since (``load_state_dict``, an in-place edit) becomes the exact copy."""
+        exact, buf = self._exact_borders, self.borders
+        if not buf.is_meta and (
+            exact.shape != buf.shape or not torch.equal(exact.to(device=buf.device, dtype=buf.dtype), buf)
+        ):
+            exact = buf.detach().clone()
+        super()._apply(fn, recurse)
+        buf = self.borders
+        self._exact_borders = exact.to(device=buf.device) if not buf.is_meta else exact
+        if buf.is_floating_point() and not buf.is_meta and self._exact_borders is not buf:
+            with torch.no_grad():
+                buf.copy_(self._exact_borders)
+        return self
+
+    def _load_from_state_dict(
+        self, state_dict: Any, prefix: str, local_metadata: Any, strict: bool, missing_keys: list[str],
+        unexpected_keys: list[str], error_msgs: list[str],
+    ) -> None:
+        """``nn.Module._load_from_state_dict``; loaded borders also become the exact copy, at the
+        precision they were given in (a float64 state dict loaded into a float32 model keeps float64)."""
+        given = state_dict.get(prefix + "borders")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if (isinstance(given, Tensor) and given.is_floating_point() and given.shape == self.borders.shape
+                and not self.borders.is_meta):
+            self._exact_borders = given.detach().to(device=self.borders.device).clone()
 
     # ------------------------------------------------------------------ configuration
     def config(self) -> dict[str, Any]:
@@ -190,11 +240,15 @@ class PFN(nn.Module):
         return x_train, y_train, x_test, unbatched
 
     def _standardization(self, y_train: Tensor) -> tuple[Tensor, Tensor] | None:
-        """Per-dataset (mean, std), each (B, 1), when ``standardize_y`` applies."""
+        """Per-dataset (mean m, floored std s_eff), each (B, 1), when ``standardize_y`` applies
+        (the floor is explained in the class docstring)."""
         if not self.standardize_y or y_train.shape[1] < 2:
             return None
         mean = y_train.mean(1, keepdim=True)
         std = y_train.std(1, keepdim=True)
+        spacing = self.borders.diff().min()
+        floor = _ULPS_PER_BUCKET * torch.finfo(y_train.dtype).eps * mean.abs() / spacing
+        std = torch.maximum(std, floor)
         return mean, torch.where(std > 0, std, torch.ones_like(std))
 
     # ------------------------------------------------------------------ forward

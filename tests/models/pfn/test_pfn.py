@@ -240,6 +240,43 @@ def test_standardized_y_is_location_scale_equivariant() -> None:
     torch.testing.assert_close(moved.mean, a + b * dist.mean, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["near-constant", "constant", "constant-negative"])
+def test_standardized_y_floors_the_scale_of_near_constant_training_sets(
+    dtype: torch.dtype, kind: str
+) -> None:
+    # regression: s = std(y_train) at rounding level (0.3 and the next floats) mapped the borders to
+    # m + s·b with coinciding values (ValueError) and threw queries into the tails
+    model = random_pfn(dtype=dtype, standardize_y=True)
+    base = torch.tensor(-2.0 if kind == "constant-negative" else 0.3, dtype=dtype)
+    y = base.repeat(2, 4)
+    if kind == "near-constant":
+        y[:, 1:] = torch.nextafter(torch.nextafter(base, base + 1), base + 1)  # std ≈ 1 ulp
+    x, _, xt = data(b=2, n=4, m=3, dtype=dtype)
+    dist = model(x, y, xt)
+    mean = y.mean(1, keepdim=True)
+    floor = 16 * torch.finfo(dtype).eps * mean.abs() / model.borders.diff().min()
+    assert bool((y.std(1, keepdim=True) < floor).all())  # the floor applies to these training sets
+    torch.testing.assert_close(dist.borders, mean.unsqueeze(-1) + floor.unsqueeze(-1) * model.borders)
+    assert bool((dist.borders.diff(dim=-1) > 0).all())
+    # the NLL of a query at the training value: log-density of the standardised bar at 0 minus log s_eff
+    nll = -dist.log_prob(mean.expand(2, 3))
+    z = BarDistribution(model.borders, dist.logits).log_prob(torch.zeros(2, 3, dtype=dtype))
+    torch.testing.assert_close(nll, -z + floor.log(), rtol=1e-3, atol=1e-3)
+    # finite, and moderate once the Jacobian log s_eff (≈ -8 in float32, -32 in float64) is taken out
+    assert bool(torch.isfinite(nll).all()) and (nll - floor.log()).abs().max() < 10
+    nll.mean().backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
+def test_standardized_y_leaves_well_conditioned_scales_unfloored() -> None:
+    model = random_pfn(standardize_y=True)
+    x, _, xt = data(b=1, n=3, m=2)
+    y = torch.tensor([[1000.0, 1000.5, 999.5]])  # a large offset, a spread above the float32 floor
+    dist = model(x, y, xt)
+    torch.testing.assert_close(dist.borders, 1000.0 + 0.5 * model.borders.unsqueeze(0).unsqueeze(0))
+
+
 # ---------------------------------------------------------------------- inference helpers
 def test_predict_is_eval_no_grad_and_chunking_changes_nothing() -> None:
     model = random_pfn()
@@ -296,6 +333,34 @@ def test_save_load_round_trip_is_exact(tmp_path, dtype: torch.dtype) -> None:
         assert a.dtype == b.dtype and torch.equal(a, b), k
     x, y, xt = data(dtype=dtype)
     assert torch.equal(loaded.predict(x, y, xt).logits, model.predict(x, y, xt).logits)
+
+
+def test_float64_borders_keep_their_precision_in_a_float64_model(tmp_path) -> None:
+    # regression: the constructor rounded given borders to float32, so .double() widened the rounded copy
+    b64 = torch.tensor([-1.0, 0.1, 1 / 3, 1 + 1e-12, 2.0], dtype=torch.float64)
+    assert not torch.equal(b64.float().double(), b64)  # float32 cannot hold these
+    model = PFN(1, num_buckets=None, borders=b64, emsize=8, nlayers=1, nhead=2)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # still built in the default dtype
+    assert torch.equal(model.borders, b64.float())
+    double = model.double()
+    assert torch.equal(double.borders, b64)
+    x, y, xt = torch.randn(4, 1, dtype=torch.float64), torch.randn(4, dtype=torch.float64), torch.randn(2, 1)
+    assert torch.equal(double(x, y, xt.double()).borders, b64)
+    assert torch.equal(double.float().borders, b64.float())  # the same module, round-tripped
+    assert torch.equal(double.to(torch.float64).borders, b64)
+    path = tmp_path / "pfn64.pt"
+    double.save(path)
+    assert torch.equal(PFN.load(path).borders, b64)
+    # borders loaded into the model replace the kept copy (no stale precision comes back)
+    other = torch.tensor([-3.0, -1.0, 0.0, 1.0, 3.0], dtype=torch.float64)
+    single = PFN(1, num_buckets=None, borders=b64, emsize=8, nlayers=1, nhead=2)
+    single.load_state_dict({**single.state_dict(), "borders": other.float()})
+    assert torch.equal(single.double().borders, other)
+    close = b64 + 1e-14  # differs from b64 in float64 only: loaded into a float32 model, it still wins
+    assert torch.equal(close.float(), b64.float()) and not torch.equal(close, b64)
+    single = PFN(1, num_buckets=None, borders=b64, emsize=8, nlayers=1, nhead=2)
+    single.load_state_dict({**single.state_dict(), "borders": close})
+    assert single.borders.dtype == torch.float32 and torch.equal(single.double().borders, close)
 
 
 class _Payload:
