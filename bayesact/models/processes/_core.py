@@ -145,9 +145,13 @@ class _QuadLogdet(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, k: Tensor, r: Tensor, chol: Tensor, white: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.save_for_backward(chol, white)
+    def forward(k: Tensor, r: Tensor, chol: Tensor, white: Tensor) -> tuple[Tensor, Tensor]:
         return (white * white).sum(), 2 * torch.log(torch.diagonal(chol)).sum()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Any) -> None:
+        # the separate setup_context lets torch.func.grad run this function too
+        ctx.save_for_backward(inputs[2], inputs[3])
 
     @staticmethod
     def backward(ctx: Any, grad_quad: Tensor, grad_logdet: Tensor) -> tuple[Tensor | None, ...]:
