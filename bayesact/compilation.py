@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.utils.checkpoint
 
 __all__ = [
     "AUTO_MIN_CALLS",
@@ -77,6 +78,12 @@ AUTO_MIN_CALLS = 3
 _OFF_VALUES = ("0", "false", "off", "no")
 
 Policy = Literal["always", "auto"]
+
+#: exceptions that torch raises through user code for control flow, never compile failures:
+#: non-reentrant activation checkpointing stops a recomputation with ``_StopRecomputationError``
+_CONTROL_FLOW: tuple[type[BaseException], ...] = tuple(
+    exc for exc in (getattr(torch.utils.checkpoint, "_StopRecomputationError", None),) if exc is not None
+)
 Compiler = Callable[[Callable[..., Any], tuple[Any, ...]], Callable[..., Any]]
 
 
@@ -242,7 +249,8 @@ def outputs_close(got: Any, ref: Any) -> bool:
     (float16), 2e-2 (bfloat16) and S the largest finite |value| of any output (an output
     computed as a difference of large ones keeps only their absolute precision).
     """
-    a_leaves, b_leaves = _leaves(got), _leaves(ref)
+    a_leaves, b_leaves = ([t.detach() if isinstance(t, torch.Tensor) else t for t in _leaves(out)]
+                          for out in (got, ref))  # values only: no autograd warnings or history
     if len(a_leaves) != len(b_leaves):
         return False
     floats = [b for b in b_leaves if isinstance(b, torch.Tensor) and b.is_floating_point() and b.numel()]
@@ -507,6 +515,8 @@ class Compiled:
         try:
             with self._with_config():
                 return compiled_fn(*args)
+        except _CONTROL_FLOW:
+            raise  # not a failure: e.g. activation checkpointing stopping its recomputation early
         except Exception as err:
             result = self.fn(*args)  # raises the genuine error for bad input
             self._fail(err)

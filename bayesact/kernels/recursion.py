@@ -322,12 +322,15 @@ def _recursion(
     compiled = fused is not None and fused.state == "ready" and compilation.is_enabled()
     decided: list[bool] = []  # one path for every block of this call (same numbers blockwise)
 
-    def layers(*args: Any) -> tuple[Tensor, Tensor | None]:
-        if fused is None:
-            return _layers(*args)
-        if not decided:
+    def decide(*args: Any) -> None:
+        """Compile (and verify) now if the policy says so, outside any checkpointed block: a
+        checkpointed block must save the same tensors when autograd recomputes it."""
+        if fused is not None and not decided:
             decided.append(fused.prepare(*args))
-        return fused.run(*args) if decided[0] else _layers(*args)
+
+    def layers(*args: Any) -> tuple[Tensor, Tensor | None]:
+        decide(*args)
+        return fused.run(*args) if fused is not None and decided[0] else _layers(*args)
 
     if diag:  # paired rows, no matrix
         w2v, b2v = [w.unsqueeze(-1) for w in w2], [b.unsqueeze(-1) for b in b2]
@@ -357,16 +360,20 @@ def _recursion(
     # every later layer) is the same number whichever block an entry falls in
     gram = x1 @ x2.transpose(-1, -2)
 
-    def block(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+    def block_args(start: int, stop: int) -> tuple[Any, ...]:
         rows = [
             (k[..., start:stop].unsqueeze(-1), tuple(f[..., start:stop, None, :] for f in p.features))
             for k, p in zip(points1.variances, points1.data, strict=True)
         ]
-        return layers(gram[..., start:stop, :], rows, cols, w2m, b2m, d, dual, with_ntk)
+        return gram[..., start:stop, :], rows, cols, w2m, b2m, d, dual, with_ntk
+
+    def block(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        return layers(*block_args(start, stop))
 
     if len(bounds) == 2:
         k, theta = block(0, n)
     else:
+        decide(*block_args(bounds[0], bounds[1]))
         parts = [
             checkpoint(block, start, stop, use_reentrant=False) if grad else block(start, stop)
             for start, stop in itertools.pairwise(bounds)

@@ -142,3 +142,27 @@ def test_fused_auto_runs_eagerly_then_switches_to_the_verified_kernel(monkeypatc
     assert fresh_kernels["auto"].wait(timeout=600) == "ready"
     for a, b in zip(_erf(fused="auto"), eager, strict=True):  # the compiled kernel
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_first_fused_call_with_gradient_over_checkpointed_blocks(fresh_kernels) -> None:
+    """The first fused call compiles and verifies outside the checkpointed blocks, so autograd's
+    recomputation of each block saves the same tensors as its forward (and checkpointing's early stop
+    is not mistaken for a compile failure): gradient equal to eager's, no fallback warning."""
+    import warnings
+
+    from bayesact.compilation import CompileFallbackWarning
+
+    x1, x2 = inputs(n=9, m=7)
+    kw = {"activation": "erf", "depth": 2, "bias_std": 0.2, "block_bytes": 7 * 8 * 18 * 3}
+    w_eager = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    w_fused = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    eager = K.nngp_ntk(x1, x2, weight_std=w_eager, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        warnings.simplefilter("error", UserWarning)
+        fused = K.nngp_ntk(x1, x2, weight_std=w_fused, fused=True, **kw)
+        (g_fused,) = torch.autograd.grad(sum(t.sum() for t in fused), w_fused)
+    (g_eager,) = torch.autograd.grad(sum(t.sum() for t in eager), w_eager)
+    for a, b in zip(fused, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g_fused, g_eager, rtol=1e-10, atol=1e-12)
