@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
+from ._gating import random_start
 from ._parts import LinearExperts, MoEFit
 
 # ``moe`` below is a GaussianMoE (typed Any: the model module imports this one)
@@ -18,10 +19,20 @@ GaussianMoE = Any
 
 __all__ = ["fit_moe"]
 
+#: errors that mark a numerical failure at some parameter values (a distribution's argument check, e.g. a
+#: scale σ = exp(u) underflowing to 0; a gate with no mass on any expert; a singular EM solve): a line-search
+#: trial that raises one is a worse point, a restart that raises one has failed
+NUMERICAL_ERRORS: tuple[type[Exception], ...] = (ValueError, FloatingPointError, torch.linalg.LinAlgError)
+
 
 def _lbfgs(params: list[Tensor], objective: Callable[[], Tensor], max_iter: int, tol: float) -> int:
     """Minimise ``objective`` over the leaf tensors ``params`` with L-BFGS (strong Wolfe); the iterations
-    run."""
+    run.
+
+    A trial point where ``objective`` is not finite or raises one of :data:`NUMERICAL_ERRORS` is returned to
+    the line search as loss 10³⁰ with zero gradient, so it backs off (at the starting point L-BFGS then stops
+    at once, and the caller sees the error when it evaluates the result).
+    """
     opt = torch.optim.LBFGS(
         params,
         lr=1.0,
@@ -34,7 +45,10 @@ def _lbfgs(params: list[Tensor], objective: Callable[[], Tensor], max_iter: int,
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = objective()
+        try:
+            loss = objective()
+        except NUMERICAL_ERRORS:
+            return params[0].new_full((), 1e30).requires_grad_()
         if not torch.isfinite(loss):  # a step into a degenerate region: tell the line search it is worse
             return torch.full_like(loss, 1e30).requires_grad_()
         loss.backward()
@@ -63,10 +77,10 @@ class _Unconstrained:
 
 
 def _initial_values(moe: GaussianMoE, x: Tensor, y: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
-    """A random start: gate sites at the module's values plus N(0, 1) noise in unconstrained space; linear
-    experts
-    through K random data points with the least-squares slope (perturbed); σ_k = the least-squares residual
-    sd."""
+    """A random start: gate sites from the gate's own initialisation where it has one
+    (:func:`~bayesact.models.moe._gating.random_start`: DSelect-k selector logits U(-γ/100, γ/100)), else at
+    the module's values plus N(0, 1) noise in unconstrained space; linear experts through K random data
+    points with the least-squares slope (perturbed); σ_k = the least-squares residual sd."""
     current = moe.point_values()
 
     def randn(shape: torch.Size) -> Tensor:
@@ -78,7 +92,10 @@ def _initial_values(moe: GaussianMoE, x: Tensor, y: Tensor, gen: torch.Generator
     out: dict[str, Tensor] = {}
     for name in moe.site_names:
         spec = next(s for s in moe._sites if s.name == name)
-        if spec.group == "gate":
+        start = random_start(moe.gate, spec.param, spec.free_shape, gen) if spec.group == "gate" else None
+        if start is not None:
+            out[name] = start.to(dtype=x.dtype, device=x.device)
+        elif spec.group == "gate":
             t = moe.unconstrained_transform(name)
             u = t.inv(current[name].to(x.dtype))
             u = torch.where(torch.isfinite(u), u, torch.zeros_like(u))
@@ -182,17 +199,28 @@ def fit_moe(
     best_ll = -math.inf
     restarts: list[float] = []
     iterations: list[int] = []
-    for _ in range(num_restarts):
+    failures: list[str] = []
+    run = _mle if method == "mle" else _em
+    for i in range(num_restarts):
         init = _initial_values(moe, x, y, gen)
-        run = _mle if method == "mle" else _em
-        values, iters = run(moe, x, y, init, max_iter, tol)
-        with torch.no_grad():
-            ll = float(moe.log_likelihood(x, y, values).mean())
+        try:
+            values, iters = run(moe, x, y, init, max_iter, tol)
+            with torch.no_grad():
+                ll = float(moe.log_likelihood(x, y, values).mean())
+        except NUMERICAL_ERRORS as err:  # a failed restart (loss +inf), not a failed fit
+            values, iters, ll = init, 0, -math.inf
+            failures.append(f"restart {i}: {type(err).__name__}: {err}")
+        else:
+            if not math.isfinite(ll):
+                failures.append(f"restart {i}: mean log-likelihood {ll}")
+                ll = -math.inf
         restarts.append(ll)
         iterations.append(iters)
-        if math.isfinite(ll) and ll > best_ll:
+        if ll > best_ll:
             best, best_ll = values, ll
     if best is None:
-        raise FloatingPointError(f"every restart of fit ({method}) ended with a non-finite log-likelihood")
+        raise FloatingPointError(
+            f"every restart of fit ({method}) failed numerically: " + "; ".join(failures)
+        )
     moe.set_point_values(best)
     return MoEFit(log_likelihood=best_ll, restarts=restarts, method=method, iterations=iterations)

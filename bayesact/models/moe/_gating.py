@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from . import gates as _gates
 
-__all__ = ["GATE_NAMES", "build_gate", "per_expert_gate_params"]
+__all__ = ["GATE_NAMES", "build_gate", "per_expert_gate_params", "random_start"]
 
 #: the gate names ``GaussianMoE(gate=...)`` accepts ("dselect" is DSelect-k)
 GATE_NAMES = (
@@ -73,3 +74,20 @@ def per_expert_gate_params(gate: nn.Module) -> tuple[str, ...]:
     """The gate's parameters with one row per expert (K, or K - 1 when pinned): ``weight`` and ``bias`` of a
     linear-logit gate; none for other gates."""
     return ("weight", "bias") if isinstance(gate, _gates.LinearGate) else ()
+
+
+def random_start(gate: nn.Module, param: str, shape: torch.Size, gen: torch.Generator) -> Tensor | None:
+    """A random restart value (float64, CPU) for the gate's parameter ``param``, or None where the gate has
+    no initialisation of its own (the caller perturbs the current value).
+
+    DSelect-k selector logits (``z_bias``, ``z_weight``): z ~ U(-γ/100, γ/100), as Hazimeh et al. (2021)
+    initialise them: every smooth-step S(z) starts in its linear part |z| < γ/2, where S' > 0. A wider start
+    (e.g. N(0, 1) with γ = 1: |z| >= γ/2 with probability 0.62 per bit) saturates bits at S' = 0, and the
+    selector never leaves its starting code.
+    Paper: "DSelect-k: Differentiable Selection in the Mixture of Experts with Applications to Multi-Task
+        Learning" (Hazimeh et al., NeurIPS 2021)
+    """
+    if isinstance(gate, _gates.DSelectKGate) and param in ("z_bias", "z_weight"):
+        g = gate.gamma / 100
+        return (2 * torch.rand(shape, generator=gen, dtype=torch.float64) - 1) * g
+    return None

@@ -108,7 +108,8 @@ class GaussianMoE(PyroModule):
     identity activation gate) is built with ``pinned=True``: the last expert's (β_K, β_0K) are fixed at 0
     and the sites ``gate.weight``/``gate.bias`` hold the other K - 1 rows. StableMax, DSelect-k and
     non-identity activation gates have no such symmetry and are not pinned. π is renormalised to sum to 1
-    (DSelect-k leaks mass to unreachable codes when K is not a power of 2).
+    (DSelect-k leaks mass to unreachable codes when K is not a power of 2); a row where the gate puts no
+    mass on any expert raises a ValueError (the renormalised gate is undefined there).
 
     Args:
         in_dim: input features d.
@@ -235,11 +236,26 @@ class GaussianMoE(PyroModule):
         for spec in self._sites[:-1]:
             params[spec.module][spec.param] = values[spec.name]
         weights = functional_call(self._modules["gate"], params["gate"], (x,))  # type: ignore[arg-type]
-        weights = weights / weights.sum(-1, keepdim=True)  # DSelect-k may leak mass to unreachable codes
+        weights = self._renormalise(weights)
         for intervention in self._interventions:
             weights = intervention(weights)
         means = functional_call(self._modules["expert"], params["expert"], (x,))  # type: ignore[arg-type]
         return weights, means, values["noise_std"]
+
+    @staticmethod
+    def _renormalise(weights: Tensor) -> Tensor:
+        """π / Σ_k π_k (DSelect-k may leak mass to unreachable codes). A row with Σ_k π_k = 0 (every selector
+        on an unreachable code) has no renormalised gate: a ValueError naming it (``fit`` counts that restart,
+        or line-search trial, as failed), never a silent 0/0 = NaN. Under tracing (values not concrete) such
+        a row stays all-zero instead."""
+        total = weights.sum(-1, keepdim=True)
+        empty = total == 0
+        if is_concrete(weights) and bool(empty.any()):
+            raise ValueError(
+                f"the gate puts no mass on any expert for {int(empty.sum())} of {empty.numel()} rows (e.g. "
+                "every DSelect-k selector on an unreachable code), so pi / sum(pi) is undefined"
+            )
+        return weights / torch.where(empty, torch.ones_like(total), total)
 
     def point_values(self) -> dict[str, Tensor]:
         """The point estimate (set by :meth:`fit`) as free site values, detached."""

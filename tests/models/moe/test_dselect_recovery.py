@@ -27,7 +27,6 @@ SIGMA_TRUE = torch.tensor([0.3, 0.3, 0.5], dtype=torch.float64)
 USED = (0, 2)  # the true selectors sit on codes 0 and 2; expert 1 is never selected
 PARAM_TOL = 0.06
 PI_TOL = 0.04
-LEAKED_SEED = 8  # a fit seed whose selectors end mostly on the unreachable code 3
 
 
 def _truth() -> GaussianMoE:
@@ -96,13 +95,13 @@ def _raw_gate(moe: GaussianMoE) -> Tensor:
         return moe.gate(torch.zeros(1, 1, dtype=torch.float64))[0]
 
 
-def _check_selects_truth(moe: GaussianMoE, x: Tensor) -> dict[str, float]:
-    """Assert the effective gate is nonzero exactly on fitted experts that match the true used experts;
-    return the largest errors."""
+def _check_selects_truth(moe: GaussianMoE, x: Tensor, spike: float = 0.0) -> dict[str, float]:
+    """Assert the effective gate is nonzero on fitted experts that match the true used experts, and on the
+    leftover expert at most ``spike`` (0: exactly zero); return the largest errors."""
     values = moe.point_values()
     a, b, sigma = values["expert.weight"][:, 0], values["expert.bias"], values["noise_std"]
     pi = moe.predict(x[:1]).mixture_distribution.probs[0]  # renormalised, as in the likelihood
-    selected = torch.nonzero(pi > 0).flatten().tolist()
+    selected = torch.nonzero(pi > spike).flatten().tolist()
     assert len(selected) <= k
     true_pi = torch.softmax(torch.tensor([0.4, 0.0], dtype=torch.float64), 0)
     errors = {"a": 0.0, "b": 0.0, "sigma": 0.0, "pi": 0.0}
@@ -117,74 +116,89 @@ def _check_selects_truth(moe: GaussianMoE, x: Tensor) -> dict[str, float]:
         errors["pi"] = max(errors["pi"], abs(float(pi[i] - pj)))
     assert sorted(matched) == sorted(selected)  # two distinct fitted experts, and nothing else selected
     unused = ({0, 1, 2} - set(matched)).pop()
-    assert float(pi[unused]) == 0.0  # exactly: the leftover expert is switched off, not merely small
+    assert float(pi[unused]) <= spike  # spike 0: the leftover expert is switched off, not merely small
     assert errors["a"] < PARAM_TOL and errors["b"] < PARAM_TOL and errors["sigma"] < PARAM_TOL
     assert errors["pi"] < PI_TOL
     return errors
 
 
 def test_fitted_dselect_k_selects_the_true_experts(data: tuple[GaussianMoE, Tensor, Tensor]) -> None:
-    """Measured over the 8 fit seeds (all reach the same MLE): errors a 0.016, b 0.020, σ 0.004,
-    π 0.0004; the unused expert gets π = 0 exactly every time."""
+    """Measured over the 8 fit seeds: 6 reach the two-expert MLE (mean log-likelihood -1.0684; errors
+    a 0.016, b 0.020, σ 0.004, π 0.0004) with π = 0 exactly on the unused expert. Seeds 1 and 7 reach a
+    higher likelihood (-1.0678, -1.0669) by adding a spike on a few points to the true pair (π 0.0074 and
+    0.0092, σ 0.087 and 0.033): the true experts are still selected within the tolerances."""
     _, x, y = data
+    exact = 0
     for seed in SEEDS:
-        _check_selects_truth(_fit(x, y, seed), x)
+        moe = _fit(x, y, seed)
+        _check_selects_truth(moe, x, spike=0.02)
+        pi = moe.predict(x[:1]).mixture_distribution.probs[0]
+        exact += int(pi.min() == 0.0)
+    assert exact >= 5  # measured 6 of 8
+
+
+def _leaked(z_bias: list[list[float]]) -> GaussianMoE:
+    """The truth with the selector logits set to ``z_bias`` (bit j of code i is (i >> j) & 1)."""
+    moe = _truth()
+    moe.set_point_values({**moe.point_values(), "gate.z_bias": torch.tensor(z_bias, dtype=torch.float64)})
+    return moe
+
+
+def _reach(moe: GaussianMoE) -> Tensor:
+    """Each selector's mass on the reachable codes i < K (k,)."""
+    gate = moe.gate
+    assert isinstance(gate, DSelectKGate)
+    with torch.no_grad():
+        return gate.selectors(torch.zeros(1, 1, dtype=torch.float64))[0][0, :, :K].sum(-1)
 
 
 def test_unreachable_code_penalty_moves_leaked_selectors_back_to_valid_codes(
     data: tuple[GaussianMoE, Tensor, Tensor],
 ) -> None:
     """``GaussianMoE.fit`` maximises the likelihood of the renormalised gate only, so a selector can keep
-    mass on the unreachable code 3 (fit seed 8: the raw gate sums to 0.084; 7 of fit seeds 0-15 end below
-    0.55). Continuing the fit with the gate's regulariser added (the penalty Σ_l (1/Σ_{i<K} r_i − 1) plus
-    10⁻² × selector entropy, weight 1) moves every selector that still has reachable mass (measured
-    reach 0.035-0.86 before) to valid codes (reach 1) at the same likelihood; when no selector is lost,
-    every smooth-step saturates (|z| >= γ/2), the raw gate sums to 1, has at most k non-zeros and selects
-    the true experts. Without the regulariser (weight 0) the same refinement leaves the leak in place.
+    mass on the unreachable code 3. Start: the truth with selector 1's bit 0 at S = 1/2 (z = 0), half its
+    mass on code 2 and half on code 3 (reach 0.5). Continuing the fit without the regulariser (weight 0)
+    leaves the leak (measured reach 0.884); with the gate's regulariser (the penalty Σ_l (1/Σ_{i<K} r_i − 1)
+    plus 10⁻² × selector entropy, weight 1) as in the authors' training loss, the selector moves to a valid
+    code (reach 1), every smooth-step saturates (|z| >= γ/2), the raw gate sums to 1, has k non-zeros and
+    selects the true experts, at the same likelihood (measured -1.06844 both).
 
-    Limitation (asserted, so a change shows up): a selector whose mass is entirely on code 3 (every bit
-    saturated; fit seed 0) has zero gradient, and the penalty cannot bring it back: it stays where it is.
+    Limitation (asserted, so a change shows up): a selector whose mass is entirely on code 3 (both bits
+    saturated at 1) has zero gradient, and the penalty cannot bring it back: it stays where it is.
     """
     _, x, y = data
-    x0 = torch.zeros(1, 1, dtype=torch.float64)
-
-    control = _fit(x, y, seed=LEAKED_SEED)
-    assert float(_raw_gate(control).sum()) < 0.2  # measured 0.084: mass on the unreachable code
+    control, moe = _leaked([[-2.0, -2.0], [0.0, 2.0]]), _leaked([[-2.0, -2.0], [0.0, 2.0]])
+    assert torch.allclose(_reach(moe), torch.tensor([1.0, 0.5], dtype=torch.float64), atol=1e-12, rtol=0)
     _refine_with_penalty(control, x, y, weight=0.0)
-    assert float(_raw_gate(control).sum()) < 0.2  # the likelihood alone does not see the leak
+    _refine_with_penalty(moe, x, y, weight=1.0)
+    assert float(_reach(control)[1]) < 0.95  # the likelihood alone does not see the leak
+    assert torch.allclose(_reach(moe), torch.ones(2, dtype=torch.float64), atol=1e-12, rtol=0)
+    gate = moe.gate
+    assert isinstance(gate, DSelectKGate)
+    assert bool((gate.z_bias.detach().abs() >= gate.gamma / 2).all())  # every smooth-step saturated
+    raw = _raw_gate(moe)
+    assert float(raw.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert int((raw > 0).sum()) == k
+    _check_selects_truth(moe, x)
+    with torch.no_grad():
+        ll, ll_control = (float(m.log_likelihood(x, y).mean()) for m in (moe, control))
+    assert ll == pytest.approx(ll_control, abs=1e-4)
 
-    partial = lost = 0
-    for seed in range(10):
-        moe = _fit(x, y, seed)
-        gate = moe.gate
-        assert isinstance(gate, DSelectKGate)
-        with torch.no_grad():
-            reach_before = gate.selectors(x0)[0][0, :, :K].sum(-1)
-        z_before = gate.z_bias.detach().clone()
-        ll_before = float(moe.log_likelihood(x, y).mean())
-        _refine_with_penalty(moe, x, y, weight=1.0)
-        with torch.no_grad():
-            reach_after = gate.selectors(x0)[0][0, :, :K].sum(-1)
-        dead = reach_before == 0
-        partial += int(((reach_before > 0) & (reach_before < 0.99)).any())
-        lost += int(dead.any())
-        assert torch.allclose(reach_after[~dead], torch.ones_like(reach_after[~dead]), atol=1e-12, rtol=0)
-        assert torch.equal(gate.z_bias.detach()[dead], z_before[dead])  # the limitation: no gradient
-        assert float(moe.log_likelihood(x, y).mean()) == pytest.approx(ll_before, abs=1e-6)
-        if not bool(dead.any()):
-            raw = _raw_gate(moe)
-            assert float(raw.sum()) == pytest.approx(1.0, abs=1e-12)
-            assert bool((gate.z_bias.detach().abs() >= gate.gamma / 2).all())  # every smooth-step saturated
-            assert int((raw > 0).sum()) <= k
-            _check_selects_truth(moe, x)
-    assert partial >= 3 and lost >= 1  # measured 5 partially leaked (seeds 1, 3, 7, 8, 9), 1 lost (seed 0)
+    lost = _leaked([[-2.0, -2.0], [2.0, 2.0]])  # selector 1 entirely on code 3
+    assert float(_reach(lost)[1]) == 0.0
+    _refine_with_penalty(lost, x, y, weight=1.0)
+    assert float(_reach(lost)[1]) == 0.0
+    lost_gate = lost.gate
+    assert isinstance(lost_gate, DSelectKGate)
+    assert torch.equal(lost_gate.z_bias.detach()[1], torch.tensor([2.0, 2.0], dtype=torch.float64))
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="bug: fit's random starts add N(0, 1) to the selector logits, so most start "
-                          "saturated (|z| >= γ/2, zero gradient) and stay at the starting routing; with fit "
-                          "seed 11 all 3 restarts end at the one-expert fit (mean log-lik -2.229 vs -1.068)")
 def test_fit_is_not_stuck_at_saturated_dselect_starts(data: tuple[GaussianMoE, Tensor, Tensor]) -> None:
+    """Regression: fit's random starts added N(0, 1) to the selector logits, so with γ = 1 each bit started
+    saturated (|z| >= γ/2, S' = 0) with probability 0.62 and stayed at the starting routing: with fit seed
+    11 all 3 restarts ended at the one-expert fit (mean log-likelihood -2.229 vs -1.068 at the MLE). Starts
+    are now z ~ U(-γ/100, γ/100) (Hazimeh et al., 2021): measured over fit seeds 0-39 (3 restarts each), 18
+    of 120 restarts end at the one-expert fit, 48 of 114 before (and 2 of the 40 fits crashed)."""
     true, x, y = data
     moe = _fit(x, y, seed=11)
     with torch.no_grad():
@@ -192,16 +206,36 @@ def test_fit_is_not_stuck_at_saturated_dselect_starts(data: tuple[GaussianMoE, T
     assert float(moe.log_likelihood(x, y).mean()) > ll_true - 0.01
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="bug: a DSelect-k start with every selector on an unreachable code makes "
-                          "GaussianMoE._components divide 0 by 0 (model.py, renormalisation) and fit raises "
-                          "instead of discarding that restart")
-def test_fit_survives_a_restart_whose_selector_starts_on_an_unreachable_code() -> None:
-    """k = 1, K = 3: a random start with both selector bits >= γ/2 puts all mass on code 3, π = 0."""
+def test_gate_with_no_reachable_mass_raises_a_clear_error_not_nan() -> None:
+    """Regression: with every selector on the unreachable code 3 (k = 1, K = 3, both bits saturated at 1),
+    the gate output is 0 and GaussianMoE divided 0 by 0 (NaN weights, then an unrelated error in the mixture
+    likelihood). The renormalisation now raises a ValueError that names the cause (``fit`` counts such a
+    restart or line-search trial as failed, see tests/models/moe/test_model.py)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(5, 1, generator=gen, dtype=torch.float64)
     y = torch.randn(5, generator=gen, dtype=torch.float64)
     moe = GaussianMoE(1, K, gate="dselect", gate_kwargs={"k": 1, "per_example": False}).double()
-    moe.set_point_values({**moe.point_values(), "gate.z_bias": torch.zeros(1, 2, dtype=torch.float64)})
-    fit = moe.fit(x, y, num_restarts=1, seed=4)  # seed 4's start lands on code 3
-    assert torch.isfinite(torch.tensor(fit.log_likelihood))
+    moe.set_point_values({**moe.point_values(), "gate.z_bias": torch.ones(1, 2, dtype=torch.float64)})
+    with torch.no_grad():
+        assert float(moe.gate(x).abs().sum()) == 0.0  # the raw gate: all mass on code 3
+    with pytest.raises(ValueError, match="no mass on any expert for 5 of 5 rows"):
+        moe.log_likelihood(x, y)
+    values = {**moe.point_values(), "gate.z_bias": torch.tensor([[1.0, 0.0]], dtype=torch.float64)}
+    assert torch.isfinite(moe.log_likelihood(x, y, values)).all()  # half the mass on code 3: renormalised
+
+
+def test_fit_starts_dselect_selectors_in_the_linear_part_of_the_smooth_step() -> None:
+    """Every restart draws z ~ U(-γ/100, γ/100) for the selector logits (bias and, per example, slope),
+    whatever the module's current values (here saturated at code 3)."""
+    from bayesact.models.moe._fit import _initial_values
+
+    x = torch.randn(50, 2, dtype=torch.float64)
+    y = torch.randn(50, dtype=torch.float64)
+    moe = GaussianMoE(2, K, gate="dselect", gate_kwargs={"k": 2, "gamma": 3.0}).double()
+    moe.set_point_values({**moe.point_values(), "gate.z_bias": torch.full((2, 2), 5.0, dtype=torch.float64)})
+    gen = torch.Generator().manual_seed(0)
+    draws = [_initial_values(moe, x, y, gen) for _ in range(20)]
+    for name in ("gate.z_bias", "gate.z_weight"):
+        z = torch.stack([d[name] for d in draws])
+        assert z.dtype == torch.float64 and z.shape[1:] == moe.point_values()[name].shape
+        assert float(z.abs().max()) <= 0.03 and float(z.std()) > 0.01  # U(-0.03, 0.03): sd 0.017

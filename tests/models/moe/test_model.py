@@ -321,3 +321,57 @@ def test_priors_by_site_and_by_group() -> None:
                           torch.distributions.Normal(0.0, 2.0).log_prob(weight).sum())
     assert torch.allclose(nodes["gate.weight"]["log_prob_sum"],
                           torch.distributions.Normal(0.0, 5.0).log_prob(nodes["gate.weight"]["value"]).sum())
+
+
+class _SwitchGate(nn.Module):
+    """π = (sigmoid(on), 1 - sigmoid(on)) where the parameter ``on`` > 0 and π = 0 (no mass on any
+    expert) where it is <= 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(self.on.to(x.dtype))
+        return (self.on > 0).to(x.dtype) * torch.stack([p, 1 - p]).expand(x.shape[0], 2)
+
+
+@pytest.mark.parametrize("method", ["mle", "em"])
+def test_a_restart_that_fails_numerically_is_discarded_not_fatal(method: str) -> None:
+    """Regression: a random start where the model cannot be evaluated (here a gate with no mass on any
+    expert, as DSelect-k with every selector on an unreachable code) raised out of ``fit``. Each restart
+    draws ``on`` ~ N(0, 1): the ones with ``on`` <= 0 now count as failed (log-likelihood -inf) and the
+    best of the rest is kept; only when every restart fails does ``fit`` raise, naming the cause."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 1, generator=gen, dtype=torch.float64)
+    y = torch.randn(40, generator=gen, dtype=torch.float64)
+    moe = GaussianMoE(1, 2, gate=_SwitchGate(), expert="linear").double()
+    fit = moe.fit(x, y, num_restarts=6, method=method, seed=0)
+    failed = [ll for ll in fit.restarts if ll == -math.inf]
+    assert 1 <= len(failed) < 6  # measured 3 of 6 failed (seed 0)
+    assert math.isfinite(fit.log_likelihood) and fit.log_likelihood == max(fit.restarts)
+    assert float(moe.point_values()["gate.on"]) > 0
+    assert float(moe.log_likelihood(x, y).mean()) == pytest.approx(fit.log_likelihood, abs=1e-12)
+    cause = r"failed numerically: restart 0: ValueError: the gate puts no mass on any expert"
+    with pytest.raises(FloatingPointError, match=rf"every restart of fit \({method}\) {cause}"):
+        fresh = GaussianMoE(1, 2, gate=_SwitchGate(), expert="linear").double()
+        fresh.fit(x, y, num_restarts=1, method=method, seed=4)  # seed 4 draws on = 0 - 1.61
+
+
+def test_lbfgs_backs_off_from_a_trial_step_that_raises() -> None:
+    """Regression (DSelect-k recovery data, fit seed 20): an expert's σ = exp(u) underflowed to 0 in an
+    L-BFGS line-search trial and Normal's scale check raised out of ``fit``. Here -log N(0; 0, exp(u)²) =
+    u + log(2π)/2 is unbounded below (σ -> 0 on a point fitted exactly): the line search's steps grow until
+    exp(u) = 0 (u < -745 in float64), which raised a ValueError before; now that trial counts as a loss of
+    10³⁰ and the line search backs off to a finite point (measured u = -372.6)."""
+    from bayesact.models.moe._fit import _lbfgs
+
+    u = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    zero = torch.zeros(1, dtype=torch.float64)
+
+    def objective() -> torch.Tensor:
+        return -dist.Normal(zero, u.exp(), validate_args=True).log_prob(zero).sum()
+
+    _lbfgs([u], objective, 200, 1e-9)
+    assert -745.0 < float(u.detach()) < -100.0
+    assert math.isfinite(float(objective().detach()))
