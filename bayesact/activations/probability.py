@@ -150,7 +150,9 @@ def stablemax(x: Tensor, *, dim: int = -1) -> Tensor:
     Paper: "Grokking at the Edge of Numerical Stability" (Prieto et al., ICLR 2025)
     """
     _check_dim(x, dim, "stablemax")
-    s = torch.where(x >= 0, torch.clamp(x, min=0) + 1, 1 / (1 - torch.clamp(x, max=0)))
+    # the clamp guards only the branch with a pole (x = 1); the selected branch at x = 0 is x + 1, so the
+    # slope there is 1 whatever the torch version does with clamp's gradient at its boundary
+    s = torch.where(x >= 0, x + 1, 1 / (1 - torch.clamp(x, max=0)))
     return s / s.sum(dim=dim, keepdim=True)
 
 
