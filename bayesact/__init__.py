@@ -3,7 +3,7 @@
 Layers, each importing only from the ones before it (checked by ``tests/test_import_graph.py``)::
 
     activations -> kernels -> priors -> models
-    infer        a foundation beside them: imports no other bayesact package; any layer may use it
+    infer        a foundation beside them: imports only compilation; any layer may use it
     pfn_train    the command-line entry of PFN training: the only top-level module that may
                  import every layer (and nothing imports it)
     compilation  the one compile policy (compile, verify against eager, cache, fall back): a

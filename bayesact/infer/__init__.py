@@ -1,6 +1,7 @@
 """bayesact.infer: vectorized NUTS/HMC for Pyro models, SVI, and ArviZ output.
 
-Layer rule: imports only torch, Pyro and ArviZ (never ``bayesact.models``); works for any
+Layer rule: imports only torch, Pyro, ArviZ and ``bayesact.compilation`` (never another bayesact
+package); works for any
 Pyro model whose latent sites are continuous.
 """
 
