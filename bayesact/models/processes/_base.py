@@ -146,9 +146,28 @@ class ProcessModel(PyroModule):
 
     def _prior_chol(self, x: Tensor) -> Tensor:
         """Cholesky factor of K_y = K(x, x) + noise·I (the covariance of y given σ² = 1)."""
+        # out of place: under the sampler's vmap the noise may be batched while K is not
         k_y = kernel_matrix(self.kernel, x)
         k_y = k_y + self._value("noise", x) * torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
         return cholesky(k_y, "the kernel matrix K(x, x) + noise*I")
+
+    def _gaussian_predictive(
+        self, x_new: Tensor, x: Tensor, y: Tensor, full_cov: bool, include_noise: bool
+    ) -> tuple[Factor, Tensor, Tensor]:
+        """The part every predictive shares, given σ² = 1: the factor of K_y, the mean m + K_{*n}α at
+        ``x_new`` and the covariance S (full, or its diagonal), plus noise·I (resp. noise) when
+        ``include_noise``."""
+        x, y = check_xy(x, y)
+        x_new = check_x(x_new, "x_new", dim=x.shape[1])
+        factor = self._factor(x, y)
+        mean, cov = factor.predictive(self.kernel, x, x_new, full_cov)
+        mean = mean + self._value("mean", x)
+        if include_noise:
+            noise = self._value("noise", x)
+            if full_cov:
+                noise = noise * torch.eye(x_new.shape[0], dtype=x.dtype, device=x.device)
+            cov = cov + noise
+        return factor, mean, cov
 
     @abstractmethod
     def _prior_scales(self, n: int, like: Tensor) -> Tensor | None:

@@ -45,16 +45,10 @@ class GP(ProcessModel):
         self, x_new: Tensor, x: Tensor, y: Tensor, full_cov: bool = False, include_noise: bool = True
     ) -> Distribution:
         """Normal (``full_cov=False``) or MultivariateNormal posterior predictive at ``x_new`` (M, d)."""
-        x, y = check_xy(x, y)
-        x_new = check_x(x_new, "x_new", dim=x.shape[1])
-        factor = self._factor(x, y)
-        mean, cov = factor.predictive(self.kernel, x, x_new, full_cov)
-        mean = mean + self._value("mean", x)
-        noise = self._value("noise", x) if include_noise else torch.zeros((), dtype=x.dtype)
+        _, mean, cov = self._gaussian_predictive(x_new, x, y, full_cov, include_noise)
         if full_cov:
-            cov = cov + noise * torch.eye(x_new.shape[0], dtype=x.dtype, device=x.device)
             return dist.MultivariateNormal(mean, scale_tril=cholesky(cov, "the predictive covariance"))
-        return dist.Normal(mean, (cov + noise).clamp(min=torch.finfo(x.dtype).tiny).sqrt())
+        return dist.Normal(mean, cov.clamp(min=torch.finfo(cov.dtype).tiny).sqrt())
 
     def _observation(self, chol: Tensor, loc: Tensor) -> Distribution:
         return dist.MultivariateNormal(loc, scale_tril=chol)

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from bayesact.models.processes._base import ProcessModel
-from bayesact.models.processes._core import LOG_2PI, Factor, check_x, check_xy, cholesky
+from bayesact.models.processes._core import LOG_2PI, Factor, check_xy, cholesky
 
 __all__ = ["ScaleMixtureProcess"]
 
@@ -123,22 +123,16 @@ class ScaleMixtureProcess(ProcessModel):
         self, x_new: Tensor, x: Tensor, y: Tensor, full_cov: bool = False, include_noise: bool = True
     ) -> Distribution:
         """Mixture over weighted σ² draws of Normal (``full_cov``: MultivariateNormal) predictives."""
-        x, y = check_xy(x, y)
-        x_new = check_x(x_new, "x_new", dim=x.shape[1])
-        factor = self._factor(x, y)
+        factor, mean, cov = self._gaussian_predictive(x_new, x, y, full_cov, include_noise)
         scales, log_w = self._weights(factor, x)
-        mean, cov = factor.predictive(self.kernel, x, x_new, full_cov)
-        mean = mean + self._value("mean", x)
-        noise = self._value("noise", x) if include_noise else torch.zeros((), dtype=x.dtype)
         m = x_new.shape[0]
         if full_cov:
-            cov = cov + noise * torch.eye(m, dtype=x.dtype, device=x.device)
             tril = cholesky(cov, "the predictive covariance")
             comp = dist.MultivariateNormal(
                 mean.expand(len(scales), m), scale_tril=scales.sqrt()[:, None, None] * tril
             )
             return dist.MixtureSameFamily(dist.Categorical(logits=log_w), comp)
-        var = (cov + noise).clamp(min=torch.finfo(x.dtype).tiny)
+        var = cov.clamp(min=torch.finfo(cov.dtype).tiny)
         comp = dist.Normal(mean[:, None].expand(m, len(scales)), (var[:, None] * scales).sqrt())
         return dist.MixtureSameFamily(dist.Categorical(logits=log_w.expand(m, len(scales))), comp)
 

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from bayesact.models.processes._base import Hyperparameter, ProcessModel
-from bayesact.models.processes._core import LOG_2PI, check_x, check_xy, cholesky
+from bayesact.models.processes._core import LOG_2PI, check_xy, cholesky
 
 __all__ = ["StudentTProcess"]
 
@@ -72,21 +72,15 @@ class StudentTProcess(ProcessModel):
         self, x_new: Tensor, x: Tensor, y: Tensor, full_cov: bool = False, include_noise: bool = True
     ) -> Distribution:
         """StudentT (df = 2a + n) or, with ``full_cov``, MultivariateStudentT predictive at ``x_new``."""
-        x, y = check_xy(x, y)
-        x_new = check_x(x_new, "x_new", dim=x.shape[1])
-        factor = self._factor(x, y)
+        factor, mean, cov = self._gaussian_predictive(x_new, x, y, full_cov, include_noise)
         a, b = self._value("concentration", x), self._value("rate", x)
         n = factor.n
-        mean, cov = factor.predictive(self.kernel, x, x_new, full_cov)
-        mean = mean + self._value("mean", x)
-        noise = self._value("noise", x) if include_noise else torch.zeros((), dtype=x.dtype)
         factor2 = (b + factor.quad / 2) / (a + n / 2)
         df = 2 * a + n
         if full_cov:
-            cov = cov + noise * torch.eye(x_new.shape[0], dtype=x.dtype, device=x.device)
             tril = cholesky(factor2 * cov, "the predictive scale matrix")
             return dist.MultivariateStudentT(df, mean, tril)
-        scale = (factor2 * (cov + noise)).clamp(min=torch.finfo(x.dtype).tiny).sqrt()
+        scale = (factor2 * cov).clamp(min=torch.finfo(cov.dtype).tiny).sqrt()
         return dist.StudentT(df.expand_as(mean), mean, scale)
 
     def _observation(self, chol: Tensor, loc: Tensor) -> Distribution:
