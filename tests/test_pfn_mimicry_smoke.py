@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,15 +11,13 @@ from types import ModuleType
 import gpytorch
 import torch
 
+from ._scripts import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pfn_mimicry.py"
 
 
 def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pfn_mimicry", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/pfn_mimicry.py")
 
 
 def test_pfn_mimicry_quick_writes_table_json_and_figure(tmp_path: Path) -> None:

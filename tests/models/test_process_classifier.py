@@ -16,6 +16,8 @@ from bayesact.kernels import NNGPKernel
 from bayesact.models import StudentTProcessClassifier
 from bayesact.models.processes.classifier import kl_inverse_gamma
 
+from .._scripts import load_script
+
 
 def _data(n: int = 24, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
@@ -244,14 +246,8 @@ def test_digits_experiment_one_seed() -> None:
     """examples/process_classification.py on seed 0 with its defaults: both models far above chance, clean
     and shifted (the SVTP-vs-SVGP ordering is measured and reported in docs/processes.md, not asserted)."""
     import argparse
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).parents[2] / "examples" / "process_classification.py"
-    spec = importlib.util.spec_from_file_location("process_classification", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("examples/process_classification.py")
     args = argparse.Namespace(epochs=30, inducing=100, progress=False)
     res = module.run_seed(0, args)
     print(module.table([res]))

@@ -12,21 +12,13 @@ benchmarks/results/moe_rates.md).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "moe_rates.py"
+from ..._scripts import load_script
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("moe_rates", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["moe_rates"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/moe_rates.py")
 
 
 def test_rate_slopes_order_softmax_before_overspecified_topk() -> None:

@@ -3,22 +3,17 @@ RBF GP prior of ``benchmarks/pfn_mimicry.py``, compared with the exact GP predic
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "pfn_mimicry.py"
+from ..._scripts import load_script
 
 
 def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pfn_mimicry", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/pfn_mimicry.py")
 
 
 @pytest.mark.slow
