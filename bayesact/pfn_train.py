@@ -47,6 +47,7 @@ from torch.distributions import Distribution, Gamma, LogNormal, Uniform
 from bayesact.infer import TrainResult, train_pfn
 from bayesact.infer.pfn_training import DatasetSampler
 from bayesact.models import PFN, BarDistribution
+from bayesact.models.pfn import standardized_borders
 from bayesact.priors import GPDatasetPrior, MixtureDatasetPrior, PyroDatasetPrior
 
 __all__ = ["build_model", "build_prior", "load_config", "main", "prior_draws", "run"]
@@ -135,17 +136,14 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
                          f"allowed: {sorted(allowed)}")
 
 
-def prior_draws(prior: DatasetSampler, num_draws: int, seq_len: int, generator: torch.Generator,
-                standardize: bool = False) -> tuple[torch.Tensor, int]:
-    """About ``num_draws`` prior draws of y (in batches of up to 64 datasets of ``seq_len``
-    points; each dataset standardised by its own mean and std with ``standardize``) and the
-    largest input dimension seen."""
+def prior_draws(prior: DatasetSampler, num_draws: int, seq_len: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, int]:
+    """About ``num_draws`` prior draws of y on the prior's own scale, as datasets (num_datasets,
+    ``seq_len``) drawn in batches of up to 64, and the largest input dimension seen."""
     ys, width, remaining = [], 0, max(1, math.ceil(num_draws / seq_len))
     while remaining > 0:
         x, y = prior.sample_batch(min(64, remaining), seq_len, generator)
-        if standardize:
-            y = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp(min=1e-12)
-        ys.append(y.reshape(-1))
+        ys.append(y)
         width = max(width, int(x.shape[-1]))
         remaining -= y.shape[0]
     return torch.cat(ys), width
@@ -153,21 +151,25 @@ def prior_draws(prior: DatasetSampler, num_draws: int, seq_len: int, generator: 
 
 def build_model(spec: dict[str, Any], prior: DatasetSampler, seq_len: int) -> PFN:
     """A PFN sized by the config's ``model`` table, its borders equal-mass under the prior's y
-    (``border_samples`` prior draws, default 100 000, from a fixed seed so every rank agrees;
-    standardised per dataset with ``standardize_y``). ``num_features`` defaults to the widest
-    input the border draws showed."""
+    (``border_samples`` prior draws, default 100 000, from a fixed seed so every rank agrees).
+    With ``standardize_y`` the borders and the model's ``y_std_floor`` come from
+    :func:`~bayesact.models.pfn.standardized_borders` of those draws (the rule the model applies
+    to every training set). ``num_features`` defaults to the widest input the border draws showed."""
     _check_keys(spec, _MODEL_KEYS, "model")
     gen = torch.Generator().manual_seed(int(spec.get("seed", 0)))
     num_buckets = spec.get("num_buckets", 1000)
     standardize = bool(spec.get("standardize_y", False))
-    y, width = prior_draws(prior, int(spec.get("border_samples", 100_000)), seq_len, gen, standardize)
-    borders = BarDistribution.borders_from_samples(y, num_buckets)
+    y, width = prior_draws(prior, int(spec.get("border_samples", 100_000)), seq_len, gen)
+    if standardize:
+        borders, floor = standardized_borders(y, num_buckets)
+    else:
+        borders, floor = BarDistribution.borders_from_samples(y.reshape(-1), num_buckets), 0.0
     torch.manual_seed(int(spec.get("seed", 0)))
     return PFN(spec.get("num_features", width), num_buckets=num_buckets, emsize=spec.get("emsize", 256),
                nlayers=spec.get("nlayers", 4), nhead=spec.get("nhead", 4), nhid=spec.get("nhid"),
                borders=borders, max_features=spec.get("max_features"),
                query_self_attention=spec.get("query_self_attention", True),
-               standardize_y=standardize)
+               standardize_y=standardize, y_std_floor=floor)
 
 
 def _device(option: Any) -> str | None:

@@ -4,6 +4,7 @@ and the command under torchrun."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 import torch
 from torch.distributions import Gamma
 
-from bayesact.models import PFN
+from bayesact.models import PFN, BarDistribution
+from bayesact.models.pfn import standardization, standardized_borders
 from bayesact.pfn_train import build_model, build_prior, load_config, main, prior_draws
 from bayesact.priors import GPDatasetPrior, MixtureDatasetPrior, PyroDatasetPrior
 
@@ -125,17 +127,63 @@ def test_model_borders_and_width_from_a_per_batch_mixture() -> None:
     prior = build_prior({"type": "mixture", "per_batch": True, "components": [
         {"num_features": 1, "outputscale": 4.0}, {"num_features": 3, "outputscale": 4.0}]})
     y, width = prior_draws(prior, 3000, 10, torch.Generator().manual_seed(0))
-    assert width == 3 and y.numel() == 3000
+    assert width == 3 and y.shape == (300, 10)
     assert 2.5 < float(y.var()) < 6.0  # on the prior's scale: outputscale 4 + noise 0.01
-    z, _ = prior_draws(prior, 3000, 10, torch.Generator().manual_seed(0), standardize=True)
-    per_dataset = z.reshape(-1, 10)
-    assert torch.allclose(per_dataset.mean(1), torch.zeros(300), atol=1e-5)
-    assert torch.allclose(per_dataset.std(1), torch.ones(300), atol=1e-5)
     pfn = build_model({"emsize": 8, "nlayers": 1, "nhead": 2, "num_buckets": 20, "border_samples": 2000,
                        "standardize_y": True}, prior, 10)
     assert pfn.num_features == 3 and pfn.standardize_y and pfn.num_buckets == 20
     # standardised units: a standardised sample of 10 has |z| <= 9/√10 = 2.846 (raw draws reach ~±8)
     assert float(pfn.borders.abs().max()) <= 9 / 10**0.5 + 1e-4 and abs(float(pfn.borders[10])) < 0.2
+    # the floor is the 1 % quantile of the per-dataset std of the border draws (raw units, outputscale 4)
+    draws, _ = prior_draws(prior, 2000, 10, torch.Generator().manual_seed(0))
+    assert pfn.y_std_floor == pytest.approx(float(torch.quantile(draws.std(1).double(), 0.01)), rel=1e-12)
+    assert 0.05 < pfn.y_std_floor < 1.0
+
+
+def near_constant_mixture() -> MixtureDatasetPrior:
+    """GP datasets, and 0.5 % of datasets that are constant up to 1e-6 (an almost degenerate prior)."""
+    return MixtureDatasetPrior([GPDatasetPrior(1, lengthscale=0.5, noise_std=0.1, dtype=torch.float32),
+                                GPDatasetPrior(1, outputscale=1e-12, noise_std=0.0, dtype=torch.float32)],
+                               [0.995, 0.005])
+
+
+def test_cli_borders_are_the_library_rule_on_the_same_draws() -> None:
+    # regression: prior_draws standardised with std.clamp(min=1e-12), not the model's rule, so the
+    # near-constant datasets entered the borders as unit-spread data instead of as the model sees them
+    prior, seq_len = near_constant_mixture(), 10
+    spec = {"emsize": 8, "nlayers": 1, "nhead": 2, "num_buckets": 20, "border_samples": 20_000,
+            "standardize_y": True, "seed": 4}
+    pfn = build_model(spec, prior, seq_len)
+    y, _ = prior_draws(prior, 20_000, seq_len, torch.Generator().manual_seed(4))
+    assert int((y.std(1) < 1e-5).sum()) > 0  # the draws hold near-constant datasets
+    # the model's own standardisation of each dataset (what forward applies), then equal-mass borders
+    mean, scale = standardization(y, std_floor=pfn.y_std_floor, min_width=pfn.borders.diff().min())
+    z = ((y - mean) / scale).reshape(-1)
+    assert torch.equal(pfn.borders, BarDistribution.borders_from_samples(z, 20))
+    assert torch.equal(pfn.borders, standardized_borders(y, 20)[0])
+    stats = pfn._standardization(y)
+    assert stats is not None and torch.equal(stats[0], mean) and torch.equal(stats[1], scale)
+    old = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp(min=1e-12)  # the former rule
+    assert not torch.equal(pfn.borders, BarDistribution.borders_from_samples(old.reshape(-1), 20))
+
+
+def test_a_far_query_from_a_constant_training_set_is_not_deep_in_the_tails() -> None:
+    # regression: with the scale floored only at rounding level (16·eps·|m|/min width), a query 1 away
+    # from four training values 0.3 had log density -6.5e9 (20 buckets, float32); the prior's floor
+    # (y_std_floor ≈ 0.1 here) puts it 1/0.1 ≈ 10 standardised units out: -11.5 measured
+    prior = GPDatasetPrior(1, lengthscale=0.5, outputscale=1.0, noise_std=0.1, dtype=torch.float32)
+    torch.manual_seed(0)
+    pfn = build_model({"emsize": 16, "nlayers": 1, "nhead": 2, "num_buckets": 20, "border_samples": 4000,
+                       "standardize_y": True}, prior, 20)
+    floor = pfn.y_std_floor
+    assert 0.05 < floor < 0.3
+    x, x_test = torch.rand(1, 4, 1), torch.rand(1, 1, 1)
+    dist = pfn.predict(x, torch.full((1, 4), 0.3), x_test)
+    log_p = dist.log_prob(torch.tensor([[1.3]]))
+    # the standardised bar's density at z = (1.3 - 0.3) / floor, with the Jacobian 1 / floor
+    unit = BarDistribution(pfn.borders, dist.logits).log_prob(torch.tensor([[(1.3 - 0.3) / floor]]))
+    torch.testing.assert_close(log_p, unit - math.log(floor), rtol=1e-4, atol=1e-4)
+    assert -100 < float(log_p) < 0
 
 
 @pytest.mark.parametrize(("spec", "message"), [

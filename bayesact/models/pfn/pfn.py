@@ -19,15 +19,15 @@ from bayesact.infer.arviz_io import from_numpy
 from bayesact.infer.checkpoint import load_checkpoint, save_checkpoint
 from bayesact.models.pfn.bar import BarDistribution
 from bayesact.models.pfn.transformer import PFNTransformer
-from bayesact.priors._checks import check_int
+from bayesact.priors._checks import check_int, check_real
 
-__all__ = ["PFN", "PFN_FORMAT", "normal_borders"]
+__all__ = ["PFN", "PFN_FORMAT", "normal_borders", "standardization", "standardized_borders"]
 
 PFN_FORMAT = "bayesact.models.pfn/1"
 # the standardised scale is floored so that the narrowest mapped bucket spans this many units of rounding of y
 _ULPS_PER_BUCKET = 16
 _CONFIG_KEYS = ("num_features", "num_buckets", "emsize", "nlayers", "nhead", "nhid", "max_features",
-                "query_self_attention", "standardize_y", "bounded")
+                "query_self_attention", "standardize_y", "bounded", "y_std_floor")
 
 
 def normal_borders(num_buckets: int, dtype: torch.dtype | None = None) -> Tensor:
@@ -40,6 +40,50 @@ def normal_borders(num_buckets: int, dtype: torch.dtype | None = None) -> Tensor
         torch.tensor([1 - 0.5 / k], dtype=torch.float64),
     ])
     return torch.special.ndtri(levels).to(dtype or torch.get_default_dtype())
+
+
+def standardization(
+    y: Tensor, *, std_floor: float = 0.0, min_width: Tensor | float | None = None
+) -> tuple[Tensor, Tensor]:
+    """The per-dataset location m and scale s_eff of ``y`` (..., n), n >= 2, along the last dimension
+    (each (..., 1)): the rule of ``PFN(..., standardize_y=True)``, for training, prediction and the
+    prior draws its borders come from.
+
+    m is the mean and s the standard deviation of the n values, and
+    s_eff = max(s, ``std_floor``, 16 · eps · |m| / ``min_width``), or 1 when that is 0 (all-zero
+    y). ``std_floor`` is an absolute floor in the units of y (see :func:`standardized_borders`);
+    the last term, left out when ``min_width`` is None, makes a bucket ``min_width`` wide in
+    standardised units span at least 16 units of rounding of y ≈ m (eps of y's dtype).
+    """
+    if not isinstance(y, Tensor) or y.dim() < 1 or y.shape[-1] < 2:
+        raise ValueError("'y' must be a tensor whose last dimension holds at least 2 values per dataset")
+    floor = check_real(std_floor, "std_floor", allow_zero=True)
+    mean = y.mean(-1, keepdim=True)
+    std = y.std(-1, keepdim=True).clamp(min=floor)
+    if min_width is not None:
+        std = torch.maximum(std, _ULPS_PER_BUCKET * torch.finfo(y.dtype).eps * mean.abs() / min_width)
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def standardized_borders(
+    y: Tensor, num_buckets: int, *, floor_quantile: float = 0.01
+) -> tuple[Tensor, float]:
+    """Borders and ``y_std_floor`` for ``PFN(..., standardize_y=True)`` from prior draws ``y``
+    (num_datasets, n) on the prior's own scale: the floor is the ``floor_quantile`` quantile of the
+    per-dataset standard deviations (the prior gives a smaller spread to that fraction of its
+    datasets of n points), each dataset is standardised by :func:`standardization` with that
+    floor, and the borders are :meth:`BarDistribution.borders_from_samples` of the result, so they
+    are equal-mass under what the model sees in training."""
+    if not isinstance(y, Tensor) or y.dim() != 2 or y.shape[1] < 2 or not y.is_floating_point():
+        raise ValueError("'y' must be a floating-point tensor (num_datasets, n) with n >= 2, got "
+                         f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
+    if isinstance(floor_quantile, bool) or not isinstance(floor_quantile, int | float) or not (
+        0 <= floor_quantile < 1
+    ):
+        raise ValueError(f"'floor_quantile' must be a number in [0, 1), got {floor_quantile!r}")
+    floor = float(torch.quantile(y.std(1).double(), float(floor_quantile)))
+    mean, scale = standardization(y, std_floor=floor)
+    return BarDistribution.borders_from_samples(((y - mean) / scale).reshape(-1), num_buckets), floor
 
 
 class PFN(nn.Module):
@@ -73,16 +117,22 @@ class PFN(nn.Module):
         standardize_y: standardise y_train per dataset (mean m, std s) before encoding and map the
             borders back to m + s_eff · b_k, so that the borders live in standardised units (TabPFN's
             convention; datasets with fewer than two training points are not standardised). Default
-            off: the paper's GP/BNN PFNs see y on the prior's own scale. The scale is floored,
-            s_eff = max(s, 16 · eps · |m| / min_k(b_k - b_{k-1})) (eps of the model's dtype), so that
-            every mapped bucket spans at least 16 units of rounding of y ≈ m (1000 normal borders in
-            float32: s_eff ≥ 7.6e-4 · |m|; in float64: 1.4e-12 · |m|): a (nearly) constant
-            training set, whose s is rounding noise or 0, then gives a resolvable distribution around
-            m (finite log-density and gradients) instead of coinciding borders (an error) or queries
-            near m standardised by rounding noise; queries far from m in units of s_eff stay in the
-            tails (such a training set carries no scale information).
-            Data with s above the floor (all well-conditioned data) are standardised exactly, so the
-            predictive is location-scale equivariant there; all-zero y_train keeps s_eff = 1.
+            off: the paper's GP/BNN PFNs see y on the prior's own scale. The scale is floored
+            (:func:`standardization`): s_eff = max(s, y_std_floor, 16 · eps · |m| / min_k(b_k - b_{k-1}))
+            (eps of the model's dtype). The last term makes every mapped bucket span at least 16 units
+            of rounding of y ≈ m (1000 normal borders in float32: s_eff ≥ 7.6e-4 · |m|; in float64:
+            1.4e-12 · |m|), so a (nearly) constant training set, whose s is rounding noise or 0, gives a
+            resolvable distribution around m instead of coinciding borders. That alone carries no
+            scale, so a query far from such a set (in units of s_eff) would sit deep in the tails;
+            ``y_std_floor`` supplies the prior's scale there.
+            Data with s above the floors are standardised exactly, so the predictive is
+            location-scale equivariant there; all-zero y_train with no floor keeps s_eff = 1.
+        y_std_floor: absolute floor on the standardisation scale, in the units of y (only with
+            ``standardize_y``; default 0: none). :func:`standardized_borders` (used by
+            ``python -m bayesact.pfn_train``) sets it to the 1 % quantile of the per-dataset standard
+            deviation of the prior draws the borders come from: a spread the prior rarely produces is
+            read as that spread, the scale the network learned in training (the floor applies there
+            too, since training calls this model). Saved with the model (files without it load with 0).
         bounded: output the bounded bar distribution (support [b_0, b_K]) instead of the
             full-support one.
     """
@@ -104,6 +154,7 @@ class PFN(nn.Module):
         query_self_attention: bool = True,
         standardize_y: bool = False,
         bounded: bool = False,
+        y_std_floor: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_features = check_int(num_features, "num_features")
@@ -141,6 +192,9 @@ class PFN(nn.Module):
         self.num_buckets = borders.numel() - 1
         self.query_self_attention = bool(query_self_attention)
         self.standardize_y = bool(standardize_y)
+        self.y_std_floor = check_real(y_std_floor, "y_std_floor", allow_zero=True)
+        if self.y_std_floor and not self.standardize_y:
+            raise ValueError("'y_std_floor' applies only with standardize_y=True")
         self.bounded = bool(bounded)
         self.register_buffer("borders", borders)
         self.x_encoder = nn.Linear(self.max_features, self.emsize)
@@ -241,15 +295,10 @@ class PFN(nn.Module):
 
     def _standardization(self, y_train: Tensor) -> tuple[Tensor, Tensor] | None:
         """Per-dataset (mean m, floored std s_eff), each (B, 1), when ``standardize_y`` applies
-        (the floor is explained in the class docstring)."""
+        (:func:`standardization`; the floors are explained in the class docstring)."""
         if not self.standardize_y or y_train.shape[1] < 2:
             return None
-        mean = y_train.mean(1, keepdim=True)
-        std = y_train.std(1, keepdim=True)
-        spacing = self.borders.diff().min()
-        floor = _ULPS_PER_BUCKET * torch.finfo(y_train.dtype).eps * mean.abs() / spacing
-        std = torch.maximum(std, floor)
-        return mean, torch.where(std > 0, std, torch.ones_like(std))
+        return standardization(y_train, std_floor=self.y_std_floor, min_width=self.borders.diff().min())
 
     # ------------------------------------------------------------------ forward
     def forward(self, x_train: Tensor, y_train: Tensor, x_test: Tensor) -> BarDistribution:

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from bayesact.infer.arviz_io import group_names, read_group
+from bayesact.infer.checkpoint import load_checkpoint, save_checkpoint
 from bayesact.models import PFN, BarDistribution
-from bayesact.models.pfn import PFNLayer
+from bayesact.models.pfn import PFNLayer, standardization, standardized_borders
+from bayesact.models.pfn.pfn import PFN_FORMAT
 
 
 def random_pfn(num_features: int = 3, dtype: torch.dtype = torch.float32, **kwargs: object) -> PFN:
@@ -277,6 +279,72 @@ def test_standardized_y_leaves_well_conditioned_scales_unfloored() -> None:
     torch.testing.assert_close(dist.borders, 1000.0 + 0.5 * model.borders.unsqueeze(0).unsqueeze(0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_y_std_floor_gives_constant_training_sets_the_prior_scale(dtype: torch.dtype) -> None:
+    # regression: a constant training set was standardised by the rounding floor 16·eps·|m|/w_min alone,
+    # so a query 1 away from it had log density -1.1e11 (float32) / -3.2e28 (float64); the floor 0.25
+    # puts it 1/0.25 = 4 standardised units out: -14.5 to -15.2 measured (seed 0, both dtypes)
+    torch.manual_seed(0)
+    model = random_pfn(dtype=dtype, standardize_y=True, y_std_floor=0.25)
+    x, _, xt = data(b=2, n=4, m=3, dtype=dtype)
+    y = torch.full((2, 4), 0.3, dtype=dtype)
+    y[1, 1:] = torch.nextafter(torch.tensor(0.3, dtype=dtype), torch.tensor(1.0, dtype=dtype))  # std ≈ ulp
+    dist = model(x, y, xt)
+    mean = y.mean(1, keepdim=True)
+    torch.testing.assert_close(dist.borders, mean.unsqueeze(-1) + 0.25 * model.borders)
+    query = mean.expand(2, 3) + 1.0
+    log_p = dist.log_prob(query)
+    unit = BarDistribution(model.borders, dist.logits).log_prob((query - mean) / 0.25)
+    torch.testing.assert_close(log_p, unit - math.log(0.25), rtol=1e-4, atol=1e-4)
+    assert bool((log_p > -50).all())
+    # without the floor the same query sits deep in the tails (the behaviour before y_std_floor)
+    unfloored = random_pfn(dtype=dtype, standardize_y=True)
+    unfloored.load_state_dict(model.state_dict())
+    assert float(unfloored(x, y, xt).log_prob(query).detach().max()) < -1e4
+
+
+def test_standardization_is_the_largest_of_the_three_scales() -> None:
+    y = torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [0.0, 0.0, 0.0], [1e4, 1e4 + 0.01, 1e4]],
+                     dtype=torch.float64)
+    mean, scale = standardization(y, std_floor=0.5, min_width=1e-12)
+    torch.testing.assert_close(mean.squeeze(1), y.mean(1))
+    rounding = 16 * torch.finfo(torch.float64).eps * float(y[3].mean()) / 1e-12  # 35.5 at m ≈ 1e4
+    expected = torch.tensor([1.0, 0.5, 0.5, max(0.5, float(y[3].std()), rounding)], dtype=torch.float64)
+    torch.testing.assert_close(scale.squeeze(1), expected)
+    assert standardization(y[2:3])[1].item() == 1.0  # all-zero with no floor: 1
+    for bad in (-1.0, math.nan, math.inf, True):
+        with pytest.raises(ValueError, match="std_floor"):
+            standardization(y, std_floor=bad)
+    with pytest.raises(ValueError, match="'y'"):
+        standardization(y[:, :1])
+
+
+def test_standardized_borders_floor_is_a_quantile_of_the_dataset_spreads() -> None:
+    gen = torch.Generator().manual_seed(0)
+    spreads = torch.linspace(0.01, 2.0, 400, dtype=torch.float64)
+    y = 3.0 + spreads[:, None] * torch.randn(400, 25, generator=gen, dtype=torch.float64)
+    borders, floor = standardized_borders(y, 10, floor_quantile=0.05)
+    assert floor == pytest.approx(float(torch.quantile(y.std(1), 0.05)), rel=1e-12)
+    z = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp(min=floor)
+    torch.testing.assert_close(borders, BarDistribution.borders_from_samples(z.reshape(-1), 10))
+    # datasets above the floor are standardised exactly, those below keep a spread below 1
+    assert bool((z.std(1)[y.std(1) >= floor] - 1).abs().max() < 1e-12)
+    assert bool((z.std(1)[y.std(1) < floor] < 1).all()) and int((y.std(1) < floor).sum()) == 20
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="floor_quantile"):
+            standardized_borders(y, 10, floor_quantile=bad)
+    with pytest.raises(ValueError, match="'y'"):
+        standardized_borders(y.reshape(-1), 10)
+
+
+def test_bad_y_std_floor() -> None:
+    for bad in (-1.0, math.inf, math.nan, "1"):
+        with pytest.raises(ValueError, match="y_std_floor"):
+            PFN(1, num_buckets=4, emsize=8, nhead=2, standardize_y=True, y_std_floor=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="y_std_floor.*standardize_y"):
+        PFN(1, num_buckets=4, emsize=8, nhead=2, y_std_floor=0.1)
+
+
 # ---------------------------------------------------------------------- inference helpers
 def test_predict_is_eval_no_grad_and_chunking_changes_nothing() -> None:
     model = random_pfn()
@@ -361,6 +429,23 @@ def test_float64_borders_keep_their_precision_in_a_float64_model(tmp_path) -> No
     single = PFN(1, num_buckets=None, borders=b64, emsize=8, nlayers=1, nhead=2)
     single.load_state_dict({**single.state_dict(), "borders": close})
     assert single.borders.dtype == torch.float32 and torch.equal(single.double().borders, close)
+
+
+def test_y_std_floor_is_saved_and_files_without_it_load_with_none(tmp_path) -> None:
+    model = random_pfn(standardize_y=True, y_std_floor=0.125)
+    path = tmp_path / "floor.pfn"
+    model.save(path)
+    assert PFN.load(path).y_std_floor == 0.125
+    # a file written before y_std_floor existed: its config lacks the key
+    payload = load_checkpoint(path, PFN_FORMAT)
+    del payload["config"]["y_std_floor"]
+    save_checkpoint(path, payload)
+    old = PFN.load(path)
+    assert old.y_std_floor == 0.0 and old.standardize_y
+    x, _, xt = data(b=1, n=4, m=2)
+    y = torch.full((1, 4), 0.3)
+    floor = 16 * torch.finfo(torch.float32).eps * 0.3 / model.borders.diff().min()  # the rounding floor only
+    torch.testing.assert_close(old(x, y, xt).borders, 0.3 + floor * model.borders.reshape(1, 1, -1))
 
 
 class _Payload:
