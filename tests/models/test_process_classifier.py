@@ -4,6 +4,7 @@ float64, the whitened conditional against a direct solve, the Gaussian limit, Py
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import gpytorch
 import pyro
@@ -12,9 +13,10 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from torch.distributions import Gamma, MultivariateNormal, kl_divergence
 
+from bayesact.infer.checkpoint import load_checkpoint
 from bayesact.kernels import NNGPKernel
 from bayesact.models import StudentTProcessClassifier
-from bayesact.models.processes.classifier import kl_inverse_gamma
+from bayesact.models.processes.classifier import CHECKPOINT_FORMAT, kl_inverse_gamma
 
 from .._scripts import load_script
 
@@ -169,6 +171,68 @@ def test_state_dict_round_trip() -> None:
     for a, b in zip(src.latent(x), dst.latent(x), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(src.kl_scale(), dst.kl_scale(), rtol=0, atol=0)
+
+
+def _fit_clf(gaussian: bool = False) -> StudentTProcessClassifier:
+    kernel = gpytorch.kernels.RBFKernel().double()
+    return StudentTProcessClassifier(kernel, 3, num_inducing=5, gaussian=gaussian)
+
+
+@pytest.mark.parametrize(("gaussian", "validate"), [(False, False), (True, True)])
+def test_fit_resumed_after_ctrl_c_equals_the_uninterrupted_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gaussian: bool, validate: bool
+) -> None:
+    # regression: fit had no checkpoint or resume, and Ctrl-C kept a half-done epoch
+    x, y = _data(24)
+    validation = _data(30) if validate else None
+    options = {"batch_size": 8, "lr": 0.05, "num_samples": 4, "validation": validation, "progress": False,
+               "seed": 0}
+    full = _fit_clf(gaussian)
+    losses = full.fit(x, y, num_epochs=6, **options)
+    three = _fit_clf(gaussian)
+    three_losses = three.fit(x, y, num_epochs=3, **options)
+    assert three_losses == losses[:3]
+    path = tmp_path / "clf.ckpt"
+    elbo, calls = StudentTProcessClassifier.elbo, []
+
+    def ctrl_c_in_epoch_4(self: StudentTProcessClassifier, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3 * 3 + 2:  # three batches per epoch: the second batch of epoch 4
+            raise KeyboardInterrupt
+        return elbo(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StudentTProcessClassifier, "elbo", ctrl_c_in_epoch_4)
+    part = _fit_clf(gaussian)
+    with pytest.warns(RuntimeWarning, match="interrupted after 3 epochs"):
+        kept = part.fit(x, y, num_epochs=6, checkpoint=path, checkpoint_every=2, **options)
+    monkeypatch.setattr(StudentTProcessClassifier, "elbo", elbo)
+    # Ctrl-C keeps the fit of the completed epochs (with validation: the best of them), exactly
+    assert kept == losses[:3]
+    for (name, a), b in zip(three.state_dict().items(), part.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    saved = load_checkpoint(path, CHECKPOINT_FORMAT)  # a safe file, read with weights_only=True
+    assert saved["losses"] == losses[:3]
+    resumed = _fit_clf(gaussian)
+    assert resumed.fit(x, y, num_epochs=6, checkpoint=path, resume=True, **options) == losses
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert load_checkpoint(path, CHECKPOINT_FORMAT)["losses"] == losses  # written at the end
+
+
+def test_fit_resume_refuses_other_data_or_settings(tmp_path: Path) -> None:
+    x, y = _data(24)
+    path = tmp_path / "clf.ckpt"
+    _fit_clf().fit(x, y, num_epochs=2, batch_size=8, progress=False, seed=0, checkpoint=path)
+    with pytest.raises(ValueError, match="'batch_size' is 12"):
+        _fit_clf().fit(x, y, num_epochs=3, batch_size=12, progress=False, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match="different values"):
+        _fit_clf().fit(x + 1, y, num_epochs=3, batch_size=8, progress=False, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match="needs an existing 'checkpoint'"):
+        _fit_clf().fit(x, y, batch_size=8, progress=False, checkpoint=tmp_path / "none.ckpt", resume=True)
+    with pytest.raises(ValueError, match="directory"):
+        _fit_clf().fit(x, y, progress=False, checkpoint=tmp_path / "missing" / "c.ckpt")
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        _fit_clf().fit(x, y, progress=False, checkpoint=path, checkpoint_every=0)
 
 
 def _digits(n_train: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

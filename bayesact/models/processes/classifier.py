@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 
 import pyro
 import pyro.distributions as dist
@@ -14,11 +15,28 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from bayesact.infer import is_concrete
-from bayesact.infer.phases import show_progress
+from bayesact.infer.arguments import check_checkpoint_path
+from bayesact.infer.checkpoint import check_fingerprint, data_fingerprint, load_checkpoint, save_checkpoint
+from bayesact.infer.phases import Phase, run_phases, warn_user
 from bayesact.models.processes._base import claim_param_store
 from bayesact.models.processes._core import check_kernel, check_positive, check_x, cholesky, kernel_matrix
 
-__all__ = ["StudentTProcessClassifier", "kl_inverse_gamma"]
+__all__ = ["CHECKPOINT_FORMAT", "StudentTProcessClassifier", "kl_inverse_gamma"]
+
+
+CHECKPOINT_FORMAT = "bayesact.models.processes.classifier-checkpoint/1"
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """torch's global CPU random state, and the CUDA one of ``device`` when it is a GPU."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def _softplus_inv(value: float) -> float:
@@ -279,26 +297,57 @@ class StudentTProcessClassifier(PyroModule):
         validation: tuple[Tensor, Tensor] | None = None,
         progress: bool = True,
         seed: int | None = None,
+        *,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+        resume: bool = False,
     ) -> list[float]:
         """Maximise the ELBO with Adam on shuffled minibatches; returns −ELBO/N per epoch.
 
         ``ReduceLROnPlateau`` (factor 0.5, patience 5) on the epoch loss, stopping once the learning rate
         falls below 1e-4. With ``validation=(x_val, y_val)`` the state with the lowest validation NLL
-        (100 predictive samples) is kept. Ctrl-C stops and keeps the fit so far. The first call chooses the
-        inducing inputs (:meth:`initialize`); ``seed`` seeds torch's global generator (minibatches, draws).
-        To reload a fit, :meth:`initialize` on data of the same width, then ``load_state_dict``.
+        (100 predictive samples) is kept. The first call chooses the inducing inputs (:meth:`initialize`);
+        ``seed`` seeds torch's global generator (minibatches, draws). To reload a fit, :meth:`initialize`
+        on data of the same width, then ``load_state_dict``.
+
+        Runs through :func:`bayesact.infer.phases.run_phases` (a progress bar on a terminal or in a
+        notebook only). Ctrl-C returns the fit of the epochs completed so far (the unfinished epoch is
+        undone, with a RuntimeWarning). With ``checkpoint``, the fit (parameters, optimizer and
+        scheduler, losses, the best validation state, the random state at the start of the next epoch)
+        is saved every ``checkpoint_every`` epochs, at the end and on Ctrl-C, atomically as a bayesact
+        safe file (:func:`bayesact.infer.checkpoint.save_checkpoint`); ``resume=True`` continues from
+        it (read with ``weights_only=True``; the same data and settings are required, ``num_epochs`` is
+        the total and may grow): on CPU the result equals the uninterrupted fit.
         """
         x = check_x(x)
         y = self._check_labels(y, x.shape[0])
         num_epochs = _check_int("num_epochs", num_epochs, 1)
         batch_size = _check_int("batch_size", batch_size, 1)
         num_samples = _check_int("num_samples", num_samples, 1)
+        checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
         check_positive("lr", lr)
+        if not isinstance(resume, bool):
+            raise TypeError(f"'resume' must be a bool, got {type(resume).__name__}")
+        path = check_checkpoint_path(checkpoint)
+        data: tuple[Tensor, ...] = (x, y)
         if validation is not None:
             if not isinstance(validation, tuple | list) or len(validation) != 2:
                 raise TypeError("'validation' must be a tuple (x_val, y_val)")
             x_val = check_x(validation[0], "validation[0]", dim=x.shape[1])
             y_val = self._check_labels(validation[1], x_val.shape[0], "validation[1]")
+            data = (x, y, x_val, y_val)
+        settings = {"batch_size": batch_size, "lr": float(lr), "num_samples": num_samples,
+                    "gaussian": self.gaussian}  # fmt: skip
+        saved = None
+        if resume:
+            if path is None or not os.path.isfile(path):
+                raise ValueError("'resume=True' needs an existing 'checkpoint' file")
+            saved = load_checkpoint(path, CHECKPOINT_FORMAT)
+            check_fingerprint(saved["fingerprint"], data_fingerprint(data, {}), path)
+            for key, value in settings.items():
+                if saved["settings"].get(key) != value:
+                    raise ValueError(f"'{key}' is {value!r} but the checkpoint {path!r} was written with "
+                                     f"{saved['settings'].get(key)!r}")  # fmt: skip
         if seed is not None:
             torch.manual_seed(seed)
         if self.inducing_points is None:
@@ -308,9 +357,36 @@ class StudentTProcessClassifier(PyroModule):
         n = x.shape[0]
         losses: list[float] = []
         best, best_state = math.inf, None
-        bar = tqdm(range(num_epochs), desc="fit", disable=not show_progress(progress), dynamic_ncols=True)
-        try:
-            for _ in bar:
+        if saved is not None:
+            self.load_state_dict(saved["model"])
+            optim.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            losses = [float(v) for v in saved["losses"]]
+            best, best_state = float(saved["best"]), saved["best_state"]
+            _set_rng_state(saved["rng_state"], x.device)
+        stream: tuple[Tensor, Tensor | None] | None = None  # the random state at the start of this epoch
+
+        def save() -> None:
+            if path is not None:
+                save_checkpoint(path, {
+                    "format": CHECKPOINT_FORMAT, "settings": settings, "model": self.state_dict(),
+                    "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "losses": losses,
+                    "best": best, "best_state": best_state,
+                    "rng_state": stream if stream is not None else _rng_state(x.device),
+                    "fingerprint": data_fingerprint(data, {}),
+                })  # fmt: skip
+
+        def stopped() -> bool:
+            return optim.param_groups[0]["lr"] < 1e-4
+
+        def advance(phase: Phase, bar: tqdm) -> bool:
+            nonlocal best, best_state, stream
+            if stopped():  # a resumed fit that had already stopped
+                return False
+            stream, done = _rng_state(x.device), len(losses)
+            before = (copy.deepcopy(self.state_dict()), copy.deepcopy(optim.state_dict()),
+                      copy.deepcopy(sched.state_dict()), best, best_state)  # fmt: skip
+            try:
                 total = 0.0
                 for idx in torch.randperm(n, device=x.device).split(batch_size):
                     optim.zero_grad()
@@ -318,19 +394,38 @@ class StudentTProcessClassifier(PyroModule):
                     loss.backward()
                     optim.step()
                     total += float(loss.detach()) * len(idx) / n
-                losses.append(total)
                 sched.step(total)
                 if validation is not None:
                     nll = float(-self.predict(x_val, num_samples=100).log_prob(y_val).mean())
                     if nll < best:
                         best, best_state = nll, copy.deepcopy(self.state_dict())
-                bar.set_postfix(loss=f"{total:.4g}", refresh=False)
-                if optim.param_groups[0]["lr"] < 1e-4:
-                    break
+                losses.append(total)
+            except KeyboardInterrupt:  # mid-epoch: undo it, so the state is that of the completed epochs
+                self.load_state_dict(before[0])
+                optim.load_state_dict(before[1])
+                sched.load_state_dict(before[2])
+                best, best_state = before[3], before[4]
+                del losses[done:]
+                raise
+            stream = None  # the epoch is complete: a save now records the state after it
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.4g}", refresh=False)
+            if len(losses) % checkpoint_every == 0:
+                save()
+            return not stopped()
+
+        phases = [Phase("fit", 0, num_epochs, "fit")]
+        try:
+            run_phases(phases, lambda: len(losses), advance, lambda phase, seconds: None, progress,
+                       dynamic_ncols=True)  # fmt: skip
         except KeyboardInterrupt:
-            pass  # keep the fit so far
-        finally:
-            bar.close()
+            save()  # the unfinished epoch is redone on resume, from the same random state
+            if stream is not None:
+                _set_rng_state(stream, x.device)
+            warn_user(f"classifier fit interrupted after {len(losses)} epochs; keeping the fit so far"
+                      + (f" (checkpoint: {path})" if path else ""), RuntimeWarning)  # fmt: skip
+        else:
+            save()
         if best_state is not None:
             self.load_state_dict(best_state)
         return losses
