@@ -37,7 +37,13 @@ PARAMS: dict[str, str] = {
     ),
     "diag": "return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.",
     "quadrature_degree": "Hermite degree for activations without a closed form (default 64).",
-    "fused": "run each block's layer recursion as one ``torch.compile`` kernel (CPU or CUDA).",
+    "fused": (
+        "``\"auto\"`` (default): eager at once; an output of ≥ 65,536 entries compiles the layer "
+        "recursion (one ``torch.compile`` kernel per block, CPU or CUDA) in a background thread from "
+        "its third call with the same configuration and switches to it once verified against eager "
+        "(no call waits for a compile). ``True``: compile at the first call (which waits). ``False``: "
+        "always eager (bit-reproducible between calls)."
+    ),
     "block_bytes": (
         "bound on the working memory of one row block (default 64 MiB); blocks under autograd are "
         "checkpointed, so the bound also holds for the backward pass. The result is bit-identical to "

@@ -12,7 +12,7 @@ from gpytorch.priors import Prior
 from torch import Tensor, nn
 
 from bayesact.kernels._docs import args_section, document
-from bayesact.kernels.recursion import DEFAULT_BIAS_STD, DEFAULT_WEIGHT_STD
+from bayesact.kernels.recursion import DEFAULT_BIAS_STD, DEFAULT_FUSED, DEFAULT_WEIGHT_STD, Fused
 from bayesact.kernels.resolve import ActivationLike, dual_activation
 
 __all__ = ["InfiniteWidthKernel"]
@@ -76,7 +76,7 @@ class InfiniteWidthKernel(Kernel):
         weight_std_constraint: Interval | None = None,
         bias_std_constraint: Interval | None = None,
         quadrature_degree: int | None = None,
-        fused: bool = False,
+        fused: Fused = DEFAULT_FUSED,
         per_layer: bool = False,
         **kwargs: Any,
     ) -> None:

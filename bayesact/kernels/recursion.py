@@ -28,9 +28,12 @@ through dynamic shapes) give an entry the same value wherever it sits.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import math
+import time
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -200,24 +203,96 @@ def _layers(
 
 Fused = bool | Literal["auto"]
 
+#: the default of ``fused`` (functions and GPyTorch kernels)
+DEFAULT_FUSED: Fused = "auto"
+
 #: ``fused="auto"``: outputs with fewer entries (n·m, times any batch) always run eagerly
 AUTO_MIN_ENTRIES = 65_536
 
-#: the compiled layer recursion per policy (``fused=True``: "always", ``fused="auto"``: "auto")
-_compiled_layers: dict[str, compilation.Compiled] = {}
+#: Dynamo settings around compiling and running the recursion: a configuration's graphs (dynamic
+#: shapes, grad on/off) stay well under the limits, after which Dynamo would silently run eagerly
+_DYNAMO_CONFIG: dict[str, Any] = {"recompile_limit": 512, "accumulated_recompile_limit": 4096,
+                                  "specialize_float": True}
+
+#: the compiled layer recursion per (policy, configuration): each configuration (dual and its scalar
+#: parameters, dtype, device, depth, NNGP/NTK, diag, autograd) is compiled and verified against eager
+#: on its own inputs, so no configuration runs a compiled graph that was never checked
+_compiled_layers: dict[tuple[Any, ...], compilation.Compiled] = {}
+#: every compiled recursion built in this process (whichever cache holds it), for the exit handler
+_every_compiled: weakref.WeakSet[compilation.Compiled] = weakref.WeakSet()
 
 
-def _fused_layers(policy: compilation.Policy) -> compilation.Compiled:
-    """``_layers`` compiled through :func:`bayesact.compilation.compiled` (one per policy)."""
-    if policy not in _compiled_layers:
-        _compiled_layers[policy] = compilation.compiled(
-            _layers, name=f"kernel_layers_{policy}", policy=policy, dynamic=True,
-            # one graph per (dual type, dtype, depth, NNGP/NTK, ...): more than dynamo's default
-            # of 8 per function, after which it would silently fall back to eager
-            dynamo_config={"recompile_limit": 512, "accumulated_recompile_limit": 4096,
-                           "specialize_float": True},
+def _signature(value: Any) -> Any:
+    """What Dynamo specialises a compiled ``_layers`` on, as a hashable key (values of Python
+    scalars, tensors' dtype/device/rank/requires_grad, the dual's type and attributes)."""
+    if isinstance(value, Tensor):
+        return ("tensor", value.dtype, value.device.type, value.dim(), value.requires_grad)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return tuple(_signature(v) for v in value)
+    if isinstance(value, DualActivation):
+        attrs = sorted(vars(value).items())
+        return (type(value).__module__, type(value).__qualname__, tuple((k, _signature(v)) for k, v in attrs))
+    return (type(value).__qualname__, id(value))  # anything else: this very object
+
+
+def _compile_then_run_only(fn: Any, example: tuple[Any, ...]) -> Any:
+    """``fused="auto"``'s compiler: ``torch.compile`` ``fn`` for ``example`` now (in the background
+    thread), and return a function that runs the graphs built here and never compiles again: an
+    input outside their guards runs ``fn`` eagerly instead of recompiling on the caller's thread
+    (``torch._dynamo.run``), so no call waits for a compile and no unverified graph is used.
+    Shapes are dynamic without duck sizing (an n × n example also serves n × m blocks)."""
+    from torch.fx.experimental import _config as fx_config
+
+    no_duck_sizing = fx_config.patch(use_duck_shape=False)  # type: ignore[attr-defined]  # set at import
+    with torch._dynamo.config.patch(**_DYNAMO_CONFIG), no_duck_sizing:
+        torch.compile(fn, dynamic=True)(*example)
+    return torch._dynamo.run(fn)
+
+
+class _CompileCancelled(Exception):
+    """Raised inside a background compile of the recursion when the interpreter exits."""
+
+
+def _cancel_background_compiles(timeout: float = 60.0) -> None:
+    """At interpreter exit: stop the recursion's background compiles and wait for their threads.
+
+    A daemon thread that is still compiling when Python finalizes is killed inside C++ code, which
+    aborts the process ("terminate called without an active exception", exit status 134). Each live
+    compile thread gets a ``_CompileCancelled`` raised at its next Python bytecode (re-raised every
+    0.2 s, since a blocking C call delays it); the build then fails quietly (its eager fallback is
+    never used: the process is exiting)."""
+    import ctypes
+
+    deadline = time.monotonic() + timeout
+    for kernel in list(_every_compiled):
+        thread = kernel._thread
+        while thread is not None and thread.is_alive() and thread.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(thread.ident), ctypes.py_object(_CompileCancelled)
+            )
+            thread.join(0.2)
+            if time.monotonic() > deadline:
+                return
+
+
+atexit.register(_cancel_background_compiles)
+
+
+def _fused_layers(policy: compilation.Policy, args: tuple[Any, ...]) -> compilation.Compiled:
+    """``_layers`` compiled through :func:`bayesact.compilation.compiled` for the configuration of
+    ``args`` (one per policy and configuration)."""
+    key = (policy, _signature(args), torch.is_grad_enabled())
+    if key not in _compiled_layers:
+        dual = args[6]
+        _compiled_layers[key] = compilation.compiled(
+            _layers, name=f"kernel_layers_{policy}_{type(dual).__name__}_{len(_compiled_layers)}",
+            policy=policy, dynamic=True, dynamo_config=_DYNAMO_CONFIG,
+            compiler=_compile_then_run_only if policy == "auto" else None,
         )
-    return _compiled_layers[policy]
+        _every_compiled.add(_compiled_layers[key])
+    return _compiled_layers[key]
 
 
 def _block_bounds(
@@ -255,7 +330,7 @@ class _Recursion:
     weight_std: LayerStd = DEFAULT_WEIGHT_STD
     bias_std: LayerStd = DEFAULT_BIAS_STD
     quadrature_degree: int | None = None
-    fused: Fused = False
+    fused: Fused = DEFAULT_FUSED
     block_bytes: int | None = None
     dual: DualActivation = field(init=False, repr=False)
 
@@ -317,9 +392,8 @@ def _recursion(
     entries = x1.shape[:-1].numel() * (1 if diag else x2.shape[-2])
     # "auto": a small kernel never compiles (a compile it could not amortise)
     wanted = spec.fused is True or (spec.fused == "auto" and entries >= AUTO_MIN_ENTRIES)
-    fused = _fused_layers(policy) if wanted and dual.fusable else None
-    # the compiled kernel is ready (``fused="auto"``: once built in the background)
-    compiled = fused is not None and fused.state == "ready" and compilation.is_enabled()
+    fusable = wanted and dual.fusable
+    fused: compilation.Compiled | None = None  # set from the first block's arguments
     decided: list[bool] = []  # one path for every block of this call (same numbers blockwise)
 
     def decide(*args: Any) -> None:
@@ -336,7 +410,9 @@ def _recursion(
         w2v, b2v = [w.unsqueeze(-1) for w in w2], [b.unsqueeze(-1) for b in b2]
         rows = [(k, p.features) for k, p in zip(points1.variances, points1.data, strict=True)]
         cols = [(k, p.features) for k, p in zip(points2.variances, points2.data, strict=True)]
-        k, theta = layers((x1 * x2).sum(-1), rows, cols, w2v, b2v, d, dual, with_ntk)
+        args = ((x1 * x2).sum(-1), rows, cols, w2v, b2v, d, dual, with_ntk)
+        fused = _fused_layers(policy, args) if fusable else None
+        k, theta = layers(*args)
         return k, (k.clone() if theta is k else theta)
 
     w2m, b2m = [w[..., None, None] for w in w2], [b[..., None, None] for b in b2]
@@ -348,14 +424,6 @@ def _recursion(
     batch_shape = torch.broadcast_shapes(
         x1.shape[:-2], x2.shape[:-2], *(w.shape for w in w2), *(b.shape for b in b2)
     )
-    grad = torch.is_grad_enabled()
-    # live tensors per entry: the eager recursion's temporaries; a compiled forward has none
-    # besides its outputs (under autograd its backward saves intermediates: count them as eager)
-    per_entry = (2 if with_ntk else 1) if compiled and not grad else dual.entry_cost + 2
-    bounds = _block_bounds(
-        n, m * math.prod(batch_shape), x1.element_size() * per_entry,
-        spec.block_bytes or DEFAULT_BLOCK_BYTES, dual.block_entries,
-    )
     # the Gram matrix of the whole output, once: every block reads its rows, so K⁰ (and with it
     # every later layer) is the same number whichever block an entry falls in
     gram = x1 @ x2.transpose(-1, -2)
@@ -366,6 +434,18 @@ def _recursion(
             for k, p in zip(points1.variances, points1.data, strict=True)
         ]
         return gram[..., start:stop, :], rows, cols, w2m, b2m, d, dual, with_ntk
+
+    fused = _fused_layers(policy, block_args(0, n)) if fusable else None
+    # the compiled kernel is ready (``fused="auto"``: once built in the background)
+    compiled = fused is not None and fused.state == "ready" and compilation.is_enabled()
+    grad = torch.is_grad_enabled()
+    # live tensors per entry: the eager recursion's temporaries; a compiled forward has none
+    # besides its outputs (under autograd its backward saves intermediates: count them as eager)
+    per_entry = (2 if with_ntk else 1) if compiled and not grad else dual.entry_cost + 2
+    bounds = _block_bounds(
+        n, m * math.prod(batch_shape), x1.element_size() * per_entry,
+        spec.block_bytes or DEFAULT_BLOCK_BYTES, dual.block_entries,
+    )
 
     def block(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
         return layers(*block_args(start, stop))
@@ -420,7 +500,7 @@ def nngp(
     bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
-    fused: Fused = False,
+    fused: Fused = DEFAULT_FUSED,
     block_bytes: int | None = None,
 ) -> Tensor:
     """NNGP kernel K^depth(x1, x2) of an infinitely wide MLP.
@@ -453,7 +533,7 @@ def ntk(
     bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
-    fused: Fused = False,
+    fused: Fused = DEFAULT_FUSED,
     block_bytes: int | None = None,
 ) -> Tensor:
     """Neural tangent kernel Θ^depth(x1, x2) of an infinitely wide MLP (NTK parameterization).
@@ -486,7 +566,7 @@ def nngp_ntk(
     bias_std: LayerStd = DEFAULT_BIAS_STD,
     diag: bool = False,
     quadrature_degree: int | None = None,
-    fused: Fused = False,
+    fused: Fused = DEFAULT_FUSED,
     block_bytes: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """NNGP and NTK in one pass (same conventions as ``nngp`` and ``ntk``).
