@@ -13,7 +13,11 @@ Sections (``--sections 1,2,3,4``):
    ``benchmarks/mcmc.py``) vs NumPyro (vectorized; cold =
    first run with its JIT, warm = a second run of the same ``MCMC`` object);
 3. ``nngp``/``ntk`` for relu and erf, depth 3, n ∈ {500, 2000, 5000} (d = 10, float32), default
-   arguments: first call and steady state (median of 3); neural-tangents if importable;
+   arguments (``fused="auto"``): first call, calls until the background-compiled kernel takes over
+   (reported: at which call), then the steady state (median of 3), and the eager steady state
+   (``fused=False``); vs neural-tangents (``--nt-python`` or ``BAYESACT_NT_PYTHON``: an interpreter
+   with it; ``jax.jit(kernel_fn)``, first call including its compile, steady state median of 3) on
+   the same inputs, its times used only if its kernel agrees with our float64 one;
 4. compile seconds per model/kernel, cold (fresh ``TORCHINDUCTOR_CACHE_DIR``) and warm (a second
    process on the same directory): the fused activation (xATLU, forward + backward, through
    ``bayesact.compilation``), ``nngp(fused=True)`` (relu, depth 3) and ``mcmc(compile=True)``.
@@ -22,7 +26,7 @@ The main process points ``TORCHINDUCTOR_CACHE_DIR`` at a fresh temporary directo
 first compiled run is cold. Ratios compare runs of this one invocation.
 
 Usage: ``nice -n 5 python benchmarks/first_result.py [--quick] [--numpyro-python PATH]
-[--out benchmarks/results/first_result.md]``; ``--quick`` is a smoke test (tiny sizes, no
+[--nt-python PATH] [--out benchmarks/results/first_result.md]``; ``--quick`` is a smoke test (tiny sizes, no
 compile runs or children; NumPyro only with ``--numpyro-python``).
 """
 
@@ -276,31 +280,161 @@ def section_diabetes(args: argparse.Namespace, lines: list[str]) -> None:
     lines += ["", f"load average (end): {load()}", ""]
 
 
+_NT_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    t0 = time.perf_counter()
+    import numpy as np
+    import jax, jax.numpy as jnp
+    import neural_tangents as nt
+    from neural_tangents import stax
+    import_s = time.perf_counter() - t0
+    spec = json.load(open(sys.argv[1]))
+    jnp.zeros(1).block_until_ready()  # the backend is up before any timing (torch's is too)
+    out = []
+    for job in spec["jobs"]:
+        act = {"relu": stax.Relu, "erf": stax.Erf}[job["activation"]]
+        layers = []
+        for _ in range(spec["depth"]):
+            layers += [stax.Dense(1, W_std=spec["w_std"], b_std=spec["b_std"]), act()]
+        _, _, kernel_fn = stax.serial(*layers, stax.Dense(1, W_std=spec["w_std"], b_std=spec["b_std"]))
+        fn = jax.jit(kernel_fn, static_argnames="get")
+        x = jnp.asarray(np.load(job["x"]))
+        t0 = time.perf_counter()
+        k = fn(x, None, get=job["kernel"]).block_until_ready()
+        first = time.perf_counter() - t0
+        np.save(job["out"], np.asarray(k))
+        steady = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn(x, None, get=job["kernel"]).block_until_ready()
+            steady.append(time.perf_counter() - t0)
+        out.append({"first": first, "steady": sorted(steady)[1]})
+    print(json.dumps({"import_s": import_s, "jobs": out, "jax": jax.__version__, "nt": nt.__version__}))
+    """
+)
+
+#: agreement required of the peer's float32 kernel with our float64 one before its times are
+#: reported: relative Frobenius difference (float32 rounding through three arc-cosine layers)
+NT_RTOL_FROBENIUS = 1e-4
+
+
+def _rel_frobenius(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.double() - ref).norm() / ref.norm())
+
+
+def run_nt(python: str | None, jobs: list[dict[str, Any]], w_std: float, b_std: float, depth: int,
+           threads: int | None) -> dict[str, Any] | None:
+    """neural-tangents' first call (jit compile included) and steady state per job, in a subprocess
+    with ``python``; the kernels are saved to each job's ``out``. None if unavailable."""
+    if not python or not Path(python).exists():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"jobs": jobs, "w_std": w_std, "b_std": b_std, "depth": depth}
+        Path(f"{tmp}/spec.json").write_text(json.dumps(spec))
+        Path(f"{tmp}/child.py").write_text(_NT_CHILD)
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        if threads == 1:  # XLA on one thread, like torch
+            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        done = subprocess.run([python, f"{tmp}/child.py", f"{tmp}/spec.json"], capture_output=True,
+                              text=True, env=env, check=False)
+        if done.returncode != 0:
+            print(done.stderr[-2000:], file=sys.stderr)
+            return None
+        out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _kernel_runs(kernel: Any, x: torch.Tensor, act: str, max_wait: float) -> dict[str, Any]:
+    """Our first call, then calls until the compiled path of ``fused="auto"`` runs (at most
+    ``max_wait`` s), then the steady state (median of 3); with the call index of the switch."""
+    from bayesact.kernels import recursion
+
+    def call() -> tuple[float, torch.Tensor]:
+        return timed(lambda: kernel(x, activation=act, depth=3))
+
+    before = set(map(id, recursion._compiled_layers.values()))
+    first, result = call()
+    mine = [c for c in recursion._compiled_layers.values() if id(c) not in before]
+    mine = mine or [c for c in recursion._compiled_layers.values()]  # built by a smaller n
+    calls, waited, switched = 1, 0.0, None
+    start = time.perf_counter()
+    while True:
+        ready = [c for c in mine if c.state == "ready"]
+        if ready and switched is None:
+            switched = (calls + 1, time.perf_counter() - start + first)
+        if switched is not None or not mine or all(c.state == "failed" for c in mine) or waited > max_wait:
+            break
+        call()
+        calls += 1
+        waited = time.perf_counter() - start
+    steady = float(np.median([call()[0] for _ in range(3)]))
+    return {"first": first, "steady": steady, "result": result, "switched": switched,
+            "states": [c.state for c in mine]}
+
+
 def section_kernels(args: argparse.Namespace, lines: list[str]) -> None:
-    from bayesact.kernels import nngp, ntk
+    from bayesact.kernels import DEFAULT_BIAS_STD, DEFAULT_WEIGHT_STD, nngp, ntk
 
     sizes = (100, 200) if args.quick else (500, 2000, 5000)
-    lines += ["## 3. NNGP / NTK, depth 3, d = 10, float32, default arguments", "",
-              f"load average (start): {load()}", "",
-              "| kernel | activation | n | first call (s) | steady state (s, median of 3) | first / steady |",
-              "|---|---|---:|---:|---:|---:|"]
-    for kernel_name, kernel in (("nngp", nngp), ("ntk", ntk)):
-        for act in ("relu", "erf"):
-            for n in sizes:
-                x = torch.randn(n, 10, generator=torch.Generator().manual_seed(n))
-                first, _ = timed(lambda k=kernel, a=act, xx=x: k(xx, activation=a, depth=3))
-                steady = float(np.median([timed(lambda k=kernel, a=act, xx=x: k(xx, activation=a, depth=3))[0]
-                                          for _ in range(3)]))
-                lines.append(f"| {kernel_name} | {act} | {n} | {first:.3g} | {steady:.3g} | "
-                             f"{first / steady:.3g} |")
-                print(lines[-1], flush=True)
-    try:
-        import neural_tangents  # noqa: F401
-
-        lines.append("\nneural-tangents is importable but not timed here (follow-up).")
-    except ImportError:
-        lines.append("\nneural-tangents is not importable in this environment (nor installed in the NumPyro "
-                     "venv): no peer column.")
+    nt_python = args.nt_python or os.environ.get("BAYESACT_NT_PYTHON")
+    tmp = Path(tempfile.mkdtemp(prefix="first-result-nt-"))
+    configs = [(kn, k, act) for kn, k in (("nngp", nngp), ("ntk", ntk)) for act in ("relu", "erf")]
+    inputs = {n: torch.randn(n, 10, generator=torch.Generator().manual_seed(n)) for n in sizes}
+    for n, x in inputs.items():
+        np.save(tmp / f"x{n}.npy", x.numpy())
+    jobs = [{"kernel": kn, "activation": act, "x": str(tmp / f"x{n}.npy"),
+             "out": str(tmp / f"{kn}_{act}_{n}.npy")} for kn, _, act in configs for n in sizes]
+    lines += ["## 3. NNGP / NTK, depth 3, d = 10, float32, default arguments, vs neural-tangents", "",
+              f"load average (start): {load()}", ""]
+    peer = run_nt(nt_python, jobs, DEFAULT_WEIGHT_STD, DEFAULT_BIAS_STD, 3, args.threads)
+    print("neural-tangents:", "not run" if peer is None else peer, flush=True)
+    lines += ["| kernel | activation | n | ours first call (s) | NT first call (s) | NT / ours first | "
+              "ours steady (s) | NT steady (s) | NT / ours steady | ours eager steady (s) | "
+              "compiled from call (s after first) | rel. Frobenius error vs float64: NT / ours |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    max_wait = 5.0 if args.quick else 180.0
+    for i, (kernel_name, kernel, act) in enumerate(configs):
+        for j, n in enumerate(sizes):
+            x = inputs[n]
+            runs = _kernel_runs(kernel, x, act, max_wait)
+            eager = float(np.median([timed(lambda k=kernel, a=act, xx=x: k(xx, activation=a, depth=3,
+                                                                         fused=False))[0]
+                                     for _ in range(3)]))
+            nt_first = nt_steady = float("nan")
+            agreement = "not run"
+            ref = kernel(x.double(), activation=act, depth=3, fused=False)  # float64 reference
+            ours_err = _rel_frobenius(runs["result"], ref)
+            agreement = f"– / {ours_err:.1e}"
+            if peer is not None:
+                job = peer["jobs"][i * len(sizes) + j]
+                theirs = torch.from_numpy(np.load(jobs[i * len(sizes) + j]["out"]))
+                nt_err = _rel_frobenius(theirs, ref)
+                agreement = f"{nt_err:.1e} / {ours_err:.1e}"
+                if nt_err <= NT_RTOL_FROBENIUS:
+                    nt_first, nt_steady = job["first"], job["steady"]
+                else:
+                    agreement += " NT DISAGREES: its times not used"
+            switched = runs["switched"]
+            took_over = ("never (eager)" if switched is None else
+                         f"call {switched[0]} ({switched[1]:.3g} s)")
+            if switched is None and runs["states"]:
+                took_over += f" [{', '.join(runs['states'])}]"
+            lines.append(f"| {kernel_name} | {act} | {n} | {fmt(runs['first'])} | {fmt(nt_first)} | "
+                         f"{fmt(nt_first / runs['first'])} | {fmt(runs['steady'])} | {fmt(nt_steady)} | "
+                         f"{fmt(nt_steady / runs['steady'])} | {fmt(eager)} | {took_over} | {agreement} |")
+            print(lines[-1], flush=True)
+    if peer is None:
+        lines.append("\nneural-tangents not run (no --nt-python / BAYESACT_NT_PYTHON interpreter with it).")
+    else:
+        lines.append(f"\nneural-tangents {peer['nt']} on jax {peer['jax']} (CPU"
+                     + (", XLA on one thread" if args.threads == 1 else "")
+                     + f"), `jax.jit(kernel_fn)` in a subprocess on the same float32 inputs (.npy), "
+                     f"W_std = {DEFAULT_WEIGHT_STD}, b_std = {DEFAULT_BIAS_STD}; its first call includes "
+                     "the jit compile; steady = median of 3 (block_until_ready). The peer's times are "
+                     "used only where its kernel is within rel. Frobenius "
+                     f"{NT_RTOL_FROBENIUS:g} of ours in float64 (eager, same inputs); the last column "
+                     "gives both libraries' float32 errors against that reference.")
     lines += ["", f"load average (end): {load()}", ""]
 
 
@@ -373,6 +507,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, no compile children")
     parser.add_argument("--sections", default="1,2,3,4", help="subset of 1,2,3,4, run in this order")
     parser.add_argument("--numpyro-python", default=None, help="python of a venv with jax + numpyro")
+    parser.add_argument("--nt-python", default=None,
+                        help="python of a venv with neural-tangents (default: $BAYESACT_NT_PYTHON)")
     parser.add_argument("--out", default=None, help="write the markdown here (else print only)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -142,9 +142,9 @@ def cpu_table(args: argparse.Namespace) -> list[str]:
                     kw = {"activation": act, "depth": DEPTH, "weight_std": W_STD, "bias_std": B_STD}
                     reps = args.repeats if n <= 2000 else 1
                     with torch.no_grad():
-                        _, eager = _timed(lambda fn=fn, kw=kw, x=x: fn(x, **kw), reps)
+                        _, eager = _timed(lambda fn=fn, kw=kw, x=x: fn(x, fused=False, **kw), reps)
                         first, fused = _timed(lambda fn=fn, kw=kw, x=x: fn(x, fused=True, **kw), reps)
-                        ours = fn(x, **kw) if n == min(args.sizes) else None
+                        ours = fn(x, fused=False, **kw) if n == min(args.sizes) else None
                     peer_cell, ratio = "–", "–"
                     if peer is not None and not (act == "tanh" and n > args.nt_tanh_max):
                         save = tmp / f"nt_{n}_{dtype_name}_{act}_{kernel}.npy"
