@@ -204,6 +204,9 @@ def _same_value_source(node: Node, values: dict[Node, Any], constant: set[Node])
             shape = values[args[0]].shape
             if dims is not None and all(shape[d] == 1 for d in dims):
                 source = args[0]
+        elif (target == aten.pow.Tensor_Scalar and len(args) == 2 and args[1] == 1
+              and not any(u.op == "output" for u in current.users)):
+            source = args[0]  # x ** 1, a copy of x (autograd's derivative of x ** 2 has one)
         elif target in _IDENTITY and len(args) == 2 and not current.kwargs:
             unit = _IDENTITY[target]
             left, right = args

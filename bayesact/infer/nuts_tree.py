@@ -149,8 +149,33 @@ def subtree_leaf(
     its checkpoint; ``check_slots`` (K,) the slots an odd leaf checks for a U-turn (see
     :func:`subtree_checkpoints`). Returns the new subtree and the chains still alive.
     """
+    alive = active & ~(sub.turning | sub.diverging)
+    return _leaf(sub, alive, active, signed_step, inverse_mass, energy0, log_u, store_slot, check_slots,
+                 potential_and_grad, max_delta_energy, store=True, check=True)
+
+
+def _leaf(
+    sub: SubtreeState,
+    alive: torch.Tensor,
+    active: torch.Tensor,
+    signed_step: torch.Tensor,
+    inverse_mass: torch.Tensor,
+    energy0: torch.Tensor,
+    log_u: torch.Tensor,
+    store_slot: torch.Tensor,
+    check_slots: torch.Tensor,
+    potential_and_grad: PotentialAndGrad,
+    max_delta_energy: float,
+    *,
+    store: bool,
+    check: bool,
+) -> tuple[SubtreeState, torch.Tensor]:
+    """:func:`subtree_leaf` given ``alive`` (= active & not stopped); ``store=False`` skips the
+    checkpoint store (an odd leaf: ``store_slot`` is all False), ``check=False`` the U-turn checks
+    (an even leaf: ``check_slots`` is all False). Each operation here runs once per leaf on tiny
+    tensors, so the count of operations is the cost: negations, finiteness tests and masks are
+    computed once."""
     metric = Metric(inverse_mass, inverse_mass)
-    alive = active & ~sub.turning & ~sub.diverging
     alive_f = alive.to(sub.z.dtype)
     alive2 = alive[:, None]
     state = leapfrog(
@@ -166,24 +191,28 @@ def subtree_leaf(
     )
     nonfinite_grad = first_nonfinite_grad(state.potential, state.grad, alive, sub.nonfinite_grad)
     v = velocity(metric, state.r)
-    energy = state.potential + 0.5 * (state.r * v).sum(-1)
-    delta = torch.nan_to_num(energy - energy0, nan=math.inf)
-    diverging = sub.diverging | (alive & (delta > max_delta_energy))
-    accept_sum = sub.accept_sum + torch.exp(-delta).clamp(max=1.0) * alive_f
+    energy = state.potential.add((state.r * v).sum(-1), alpha=0.5)
+    neg_delta = torch.nan_to_num(energy0 - energy, nan=-math.inf)
+    diverging = sub.diverging | (alive & (neg_delta < -max_delta_energy))
+    accept_sum = torch.addcmul(sub.accept_sum, neg_delta.clamp(max=0.0).exp(), alive_f)
     num_steps = sub.num_steps + alive_f
     # progressive multinomial sampling inside the subtree: keep this leaf w.p. w_leaf / W
-    log_weight = torch.logaddexp(sub.log_weight, -delta)
-    take = alive & (log_u < -delta - log_weight)
+    log_weight = torch.logaddexp(sub.log_weight, neg_delta)
+    take = alive & (log_u < neg_delta - log_weight)
     take2 = take[:, None]
     log_weight = torch.where(alive, log_weight, sub.log_weight)
     # checkpoints and U-turn checks against every complete sub-subtree ending here
-    store = store_slot[:, None, None]
-    ckpt_v = torch.where(store, v, sub.ckpt_v)
-    ckpt_rsum = torch.where(store, sub.r_sum, sub.ckpt_rsum)
+    ckpt_v, ckpt_rsum = sub.ckpt_v, sub.ckpt_rsum
+    if store:
+        slot = store_slot[:, None, None]
+        ckpt_v = torch.where(slot, v, ckpt_v)
+        ckpt_rsum = torch.where(slot, sub.r_sum, ckpt_rsum)
     r_sum = torch.addcmul(sub.r_sum, alive_f[:, None], state.r)
-    rho = r_sum - ckpt_rsum
-    turned = ((ckpt_v * rho).sum(-1) <= 0) | ((v * rho).sum(-1) <= 0)
-    turning = sub.turning | (alive & (turned & check_slots[:, None]).any(0))
+    turning = sub.turning
+    if check:
+        rho = r_sum - ckpt_rsum
+        turned = ((ckpt_v * rho).sum(-1) <= 0) | ((v * rho).sum(-1) <= 0)
+        turning = turning | (alive & (turned & check_slots[:, None]).any(0))
     new = SubtreeState(
         state.z,
         state.r,
@@ -204,7 +233,7 @@ def subtree_leaf(
         ckpt_rsum,
         nonfinite_grad,
     )
-    return new, active & ~turning & ~diverging
+    return new, active & ~(turning | diverging)
 
 
 def first_nonfinite_grad(
@@ -213,10 +242,11 @@ def first_nonfinite_grad(
     """``seen`` (C,) updated with the flat index of the first non-finite component of ``grad``
     (C, D) for the ``moving`` chains whose ``potential`` is finite and that have none yet
     (-1: none). A non-finite gradient at a finite density makes the step diverge; the index
-    lets the sampler name the site (see :func:`bayesact.infer.hmc_core.nonfinite_grad_report`)."""
-    bad = ~torch.isfinite(grad)
-    hit = moving & torch.isfinite(potential) & bad.any(-1) & (seen < 0)
-    return torch.where(hit, bad.to(torch.uint8).argmax(-1), seen)
+    lets the sampler name the site (see :func:`bayesact.infer.hmc_core.nonfinite_grad_report`).
+    (x·0 is NaN exactly where x is not finite; ``max`` over a row returns the first maximum.)"""
+    any_bad, first_bad = torch.isnan(grad * 0).max(-1)
+    hit = moving & any_bad & (potential * 0 == 0) & (seen < 0)
+    return torch.where(hit, first_bad, seen)
 
 
 def subtree_leaf_pair(
@@ -236,12 +266,14 @@ def subtree_leaf_pair(
     A U-turn can only stop a subtree at an odd leaf, so pairing an even leaf with the odd
     one after it wastes no gradient except after a divergence at the even leaf (the second
     step is then a zero step for that chain). ``log_u`` is (2, C), ``store_slots`` and
-    ``check_slots`` are (2, K): the rows of the two leaves.
+    ``check_slots`` are (2, K): the rows of the two leaves. The even leaf only stores its
+    checkpoint and the odd leaf only checks (their other rows are all False).
     """
-    sub, _ = subtree_leaf(sub, active, signed_step, inverse_mass, energy0, log_u[0],
-                          store_slots[0], check_slots[0], potential_and_grad, max_delta_energy)
-    return subtree_leaf(sub, active, signed_step, inverse_mass, energy0, log_u[1],
-                        store_slots[1], check_slots[1], potential_and_grad, max_delta_energy)
+    alive = active & ~(sub.turning | sub.diverging)
+    sub, alive = _leaf(sub, alive, active, signed_step, inverse_mass, energy0, log_u[0], store_slots[0],
+                       check_slots[0], potential_and_grad, max_delta_energy, store=True, check=False)
+    return _leaf(sub, alive, active, signed_step, inverse_mass, energy0, log_u[1], store_slots[1],
+                 check_slots[1], potential_and_grad, max_delta_energy, store=False, check=True)
 
 
 def _slot_masks(leaf: int, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
