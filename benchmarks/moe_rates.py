@@ -219,6 +219,29 @@ def fit_batch(problem: Problem, theta0: Tensor, xs: Tensor, ys: Tensor, *,
     return theta, batched_nll(theta, xs, ys).detach()
 
 
+def fit_em(problem: Problem, cfg: Config, theta0: Tensor, x: Tensor, y: Tensor, *,
+           max_iter: int) -> tuple[Tensor, float, float]:
+    """Top-K EM (``GaussianMoE.fit(method="em")``, the generalised EM of
+    ``bayesact.models.moe._topk_em``) from θ0 on one problem, instead of L-BFGS.
+
+    Returns (θ̂, NLL, final gradient norm; the gradient within the top-k piece, as ``polish`` reports it).
+    """
+    from bayesact.models.moe import GaussianMoE
+
+    moe = GaussianMoE(1, problem.k, gate=cfg.gate, gate_kwargs=cfg.options, pin_gate=False).double()
+    parts = problem.unflatten(theta0)
+    init = {"gate.weight": parts["weight"], "gate.bias": parts["bias"], "expert.weight": parts["a"][:, None],
+            "expert.bias": parts["b"], "noise_std": parts["log_sigma"].exp()}
+    moe.fit(x, y, num_restarts=1, method="em", init=init, max_iter=max_iter, tol=1e-10, seed=0)
+    fitted = moe.point_values()
+    theta = problem.flatten({"weight": fitted["gate.weight"], "bias": fitted["gate.bias"],
+                             "a": fitted["expert.weight"][:, 0], "b": fitted["expert.bias"],
+                             "log_sigma": fitted["noise_std"].log()}).requires_grad_(True)
+    loss = problem.nll(theta, x, y)
+    (grad,) = torch.autograd.grad(loss, theta)
+    return theta.detach(), float(loss.detach()), float(grad.norm())
+
+
 def polish(problem: Problem, theta0: Tensor, x: Tensor, y: Tensor, *,
            max_iter: int) -> tuple[Tensor, float, float]:
     """L-BFGS on one problem to a small gradient (the joint phase's shared line search converges slowly).
@@ -293,9 +316,16 @@ def hellinger(problem_fit: Problem, theta_fit: Tensor, problem_true: Problem, th
 
 # ---------------------------------------------------------------------------------------- experiment
 def run_config(group: list[Config], grid: list[int], reps: int, restarts: int, lbfgs_iter: int,
-               polish_iter: int, seed: int, grad_norms: list[float], starts_kind: str = "local") -> Results:
-    """Fit one model on the grid and score the fits with each configuration of ``group`` (same model)."""
+               polish_iter: int, seed: int, grad_norms: list[float], starts_kind: str = "local",
+               fitter: str = "lbfgs") -> Results:
+    """Fit one model on the grid and score the fits with each configuration of ``group`` (same model).
+
+    ``fitter="lbfgs"``: the joint L-BFGS phase, then L-BFGS per problem (``polish``); ``"em"`` (top-K only):
+    top-K EM per problem from the same starts (``fit_em``, up to ``polish_iter`` iterations).
+    """
     cfg = group[0]
+    if fitter == "em" and cfg.gate != "topk":
+        raise ValueError(f"'fitter' 'em' is for the top-K configurations only, got {cfg.label!r}")
     torch.manual_seed(seed)
     true_options = cfg.options if cfg.true_options is None else cfg.true_options
     gate_true = make_gate(cfg.gate, 1, cfg.k_true, true_options).double()
@@ -322,9 +352,14 @@ def run_config(group: list[Config], grid: list[int], reps: int, restarts: int, l
         xs = torch.stack([d[0] for d in data]).repeat_interleave(restarts, 0)
         ys = torch.stack([d[1] for d in data]).repeat_interleave(restarts, 0)
         theta0 = torch.cat([initial_thetas(pf, truth_fit, d[1], restarts, gen, starts_kind) for d in data])
-        theta, nll = fit_batch(pf, theta0, xs, ys, lbfgs_iter=lbfgs_iter)
-        del nll  # the best restart after the joint phase is not always the best after polishing: polish all
-        polished = [polish(pf, theta[i], xs[i], ys[i], max_iter=polish_iter) for i in range(reps * restarts)]
+        if fitter == "em":
+            polished = [fit_em(pf, cfg, theta0[i], xs[i], ys[i], max_iter=polish_iter)
+                        for i in range(reps * restarts)]
+        else:
+            theta, nll = fit_batch(pf, theta0, xs, ys, lbfgs_iter=lbfgs_iter)
+            del nll  # the best restart after the joint phase is not always the best after polishing
+            polished = [polish(pf, theta[i], xs[i], ys[i], max_iter=polish_iter)
+                        for i in range(reps * restarts)]
         final = torch.tensor([p[1] if math.isfinite(p[1]) else math.inf for p in polished])
         final = final.reshape(reps, restarts)
         choice = final.argmin(1)
@@ -376,8 +411,17 @@ def slope_with_interval(grid: list[int], values: dict[int, np.ndarray], boots: i
     return est, float(lo), float(hi)
 
 
+def _model_key(c: Config) -> tuple[Any, ...]:
+    return (c.gate, repr(c.options), repr(c.true_options), c.k_true, c.k_fit)
+
+
+#: the seed offset of each model: its index among the models of CONFIGS (so a subset run with ``--only``
+#: simulates the same data sets as the full run)
+MODEL_INDEX = {key: i for i, key in enumerate(dict.fromkeys(_model_key(c) for c in CONFIGS))}
+
+
 def run(configs: list[Config], grid: list[int], reps: int, restarts: int, lbfgs_iter: int, polish_iter: int,
-        boots: int, seed: int, starts_kind: str = "local",
+        boots: int, seed: int, starts_kind: str = "local", fitter: str = "lbfgs",
         ) -> tuple[Results, dict[str, dict[str, tuple]], dict[str, float]]:
     """(results[label][n] = {"d1", "h"} per replicate, slopes[label][key] = (slope, lo, hi),
     the largest final |∇ mean NLL| per label)."""
@@ -386,11 +430,12 @@ def run(configs: list[Config], grid: list[int], reps: int, restarts: int, lbfgs_
     rng = np.random.default_rng(seed)
     groups: dict[tuple[Any, ...], list[Config]] = {}  # configurations of one model share its fits
     for c in configs:
-        groups.setdefault((c.gate, repr(c.options), repr(c.true_options), c.k_true, c.k_fit), []).append(c)
-    for i, group in enumerate(groups.values()):
+        groups.setdefault(_model_key(c), []).append(c)
+    for key, group in groups.items():
         norms: list[float] = []
-        results.update(run_config(group, grid, reps, restarts, lbfgs_iter, polish_iter, seed + i, norms,
-                                  starts_kind))
+        offset = MODEL_INDEX.get(key, len(MODEL_INDEX))
+        results.update(run_config(group, grid, reps, restarts, lbfgs_iter, polish_iter, seed + offset, norms,
+                                  starts_kind, fitter))
         for cfg in group:
             grad_norms[cfg.label] = max(norms)
     for cfg in configs:
@@ -449,10 +494,13 @@ def markdown(configs: list[Config], grid: list[int], slopes: dict[str, dict[str,
         cells = [f"{np.median(results[cfg.label][n]['d1']):.3g} / {np.median(results[cfg.label][n]['h']):.3g}"
                  for n in grid]
         lines.append(f"| {cfg.label} | " + " | ".join(cells) + " |")
+    fitting = (f"{args.lbfgs_iter} joint L-BFGS iterations, then up to {args.polish} per fit"
+               if args.fitter == "lbfgs" else f"top-K EM (GaussianMoE.fit(method='em')), up to {args.polish} "
+               "iterations per fit")
     lines += ["", f"Grid n = {grid}, {args.reps} replicates, {args.restarts} restarts ({args.starts} "
-              f"starts), {args.lbfgs_iter} joint L-BFGS iterations, then up to {args.polish} per fit "
-              "(max final |∇ mean NLL| per gate in the table: top-K likelihoods jump where the top-k set "
-              f"changes), {args.boots} bootstrap resamples; {elapsed:.0f} s on {machine()}."]
+              f"starts), {fitting} (max final |∇ mean NLL| per gate in the table: top-K likelihoods jump "
+              f"where the top-k set changes), {args.boots} bootstrap resamples; {elapsed:.0f} s on "
+              f"{machine()}."]
     return "\n".join(lines)
 
 
@@ -470,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", choices=("local", "mixed"), default="local",
                         help="restarts all near θ* (local MLE, as in the papers' simulations) or one near θ* "
                         "and the others random (the global MLE over them)")
+    parser.add_argument("--fitter", choices=("lbfgs", "em"), default="lbfgs",
+                        help="lbfgs: joint L-BFGS then L-BFGS per fit; em: top-K EM per fit (top-K "
+                        "configurations only, with --only top; --polish is then its iteration limit)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--only", nargs="*", default=None, help="labels (prefixes) of configurations to run")
     parser.add_argument("--out", type=Path, default=None, help="markdown table output (default: print only)")
@@ -483,9 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)  # 1: small tensors on a shared machine (30x faster than 2 here)
     start = time.perf_counter()
     results, slopes, grad_norm = run(configs, grid, args.reps, args.restarts, args.lbfgs_iter, args.polish,
-                                     args.boots, args.seed, args.starts)
+                                     args.boots, args.seed, args.starts, args.fitter)
     text = markdown(configs, grid, slopes, results, args, time.perf_counter() - start, grad_norm)
-    if not args.quick:
+    if not args.quick and args.only is None:
         text += ("\n\nCross-check of the fitter (same data, best of 3 restarts each):\n\n"
                  + "\n".join(cross_check()))
     print(text)

@@ -4,7 +4,7 @@ restarts."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pyro.distributions as dist
@@ -13,6 +13,8 @@ from torch import Tensor
 
 from ._gating import random_start
 from ._parts import LinearExperts, MoEFit
+from ._topk_em import topk_gate_step
+from .gates import TopKGate
 
 # ``moe`` below is a GaussianMoE (typed Any: the model module imports this one)
 GaussianMoE = Any
@@ -131,8 +133,15 @@ def _safe_log(p: Tensor) -> Tensor:
 
 
 def _em(
-    moe: GaussianMoE, x: Tensor, y: Tensor, init: dict[str, Tensor], max_iter: int, tol: float
+    moe: GaussianMoE,
+    x: Tensor,
+    y: Tensor,
+    init: dict[str, Tensor],
+    max_iter: int,
+    tol: float,
+    history: list[float] | None = None,
 ) -> tuple[dict[str, Tensor], int]:
+    """EM from ``init``; appends the mean log-likelihood after every iteration to ``history``."""
     values = {k: v.detach().clone() for k, v in init.items()}
     gate_sites = [s.name for s in moe._sites if s.group == "gate"]
     expert_sites = [s.name for s in moe._sites if s.group == "expert"] + ["noise_std"]
@@ -164,7 +173,17 @@ def _em(
 
             _lbfgs(state.leaves(expert_sites), expected_complete, 20, tol)
             values.update({k: v.detach() for k, v in state.values().items()})
-        if gate_sites:
+        gate = moe.gate
+        if isinstance(gate, TopKGate) and not moe._interventions:  # the likelihood jumps: see _topk_em
+            with torch.no_grad():
+                _, means, scale = moe._components(x, values)
+                log_n = dist.Normal(means, scale).log_prob(y[:, None])
+            weight, bias, _ = topk_gate_step(
+                x, log_n, values["gate.weight"], values["gate.bias"], k=gate.k, pinned=gate.pinned,
+                lbfgs=_lbfgs,
+            )
+            values["gate.weight"], values["gate.bias"] = weight, bias
+        elif gate_sites:
             gstate = _Unconstrained(moe, {n: values[n] for n in gate_sites})
 
             def gate_objective(gstate: _Unconstrained = gstate, r: Tensor = r) -> Tensor:
@@ -175,6 +194,8 @@ def _em(
             values.update({k: v.detach() for k, v in gstate.values().items()})
         with torch.no_grad():
             current = float(moe.log_likelihood(x, y, values).mean())
+        if history is not None:
+            history.append(current)
         if abs(current - previous) < tol:
             break
         previous = current
@@ -191,6 +212,7 @@ def fit_moe(
     max_iter: int,
     tol: float,
     seed: int | None,
+    start: Mapping[str, Tensor] | None = None,
 ) -> MoEFit:
     """See :meth:`GaussianMoE.fit`."""
     gen = torch.Generator()
@@ -200,11 +222,17 @@ def fit_moe(
     restarts: list[float] = []
     iterations: list[int] = []
     failures: list[str] = []
-    run = _mle if method == "mle" else _em
+    histories: list[list[float]] = []
     for i in range(num_restarts):
         init = _initial_values(moe, x, y, gen)
+        if i == 0 and start is not None:
+            init = {name: start[name].to(dtype=x.dtype, device=x.device).clone() for name in init}
+        histories.append([])
         try:
-            values, iters = run(moe, x, y, init, max_iter, tol)
+            if method == "mle":
+                values, iters = _mle(moe, x, y, init, max_iter, tol)
+            else:
+                values, iters = _em(moe, x, y, init, max_iter, tol, histories[-1])
             with torch.no_grad():
                 ll = float(moe.log_likelihood(x, y, values).mean())
         except NUMERICAL_ERRORS as err:  # a failed restart (loss +inf), not a failed fit
@@ -223,4 +251,6 @@ def fit_moe(
             f"every restart of fit ({method}) failed numerically: " + "; ".join(failures)
         )
     moe.set_point_values(best)
-    return MoEFit(log_likelihood=best_ll, restarts=restarts, method=method, iterations=iterations)
+    return MoEFit(
+        log_likelihood=best_ll, restarts=restarts, method=method, iterations=iterations, history=histories
+    )

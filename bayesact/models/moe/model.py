@@ -368,16 +368,23 @@ class GaussianMoE(PyroModule):
         max_iter: int = 500,
         tol: float = 1e-9,
         seed: int | None = None,
+        init: Mapping[str, Tensor] | None = None,
     ) -> MoEFit:
-        """Maximum likelihood: argmax_θ Σ_i log p(y_i | x_i, θ), best of ``num_restarts`` random starts.
+        """Maximum likelihood: argmax_θ Σ_i log p(y_i | x_i, θ), best of ``num_restarts`` starts.
 
         ``method="mle"`` maximises the marginal log-likelihood directly (L-BFGS with strong Wolfe line search,
         in each site's unconstrained space); ``method="em"`` runs EM (Jordan & Jacobs, 1994): E-step the
-        responsibilities r_ik, M-step weighted least squares for linear experts and σ_k² = Σ_i r_ik (y_i -
-        m_ik)² /
-        Σ_i r_ik, and L-BFGS on Σ_ik r_ik log π_k(x_i) for the gate (and on the expected complete-data
-        log-likelihood for a custom expert module). Stops when the mean log-likelihood changes by < ``tol``.
-        The best estimate is written into the model (:meth:`point_values`).
+        responsibilities r_ik, M-step weighted least squares for linear experts and
+        σ_k² = Σ_i r_ik (y_i - m_ik)² / Σ_i r_ik, and L-BFGS on Σ_ik r_ik log π_k(x_i) for the gate (and on
+        the expected complete-data log-likelihood for a custom expert module). For a top-K gate that gate
+        M-step cannot move a top-k set (Σ_ik r_ik log π_k is -inf as soon as a set loses a member), so its
+        gate step instead raises the observed log-likelihood with the experts fixed, across the jumps
+        (:mod:`bayesact.models.moe._topk_em`): a generalised EM whose log-likelihood never decreases.
+        Stops when the mean log-likelihood changes by < ``tol``. The best estimate is written into the model
+        (:meth:`point_values`); ``MoEFit.history`` has EM's mean log-likelihood after every iteration.
+
+        ``init``: free site values (every site, as :meth:`point_values` gives them) for the first restart;
+        the other restarts start at random.
         """
         check_int(num_restarts, "num_restarts")
         check_int(max_iter, "max_iter")
@@ -386,8 +393,26 @@ class GaussianMoE(PyroModule):
         x, yv = self._check_data(x, y)
         if yv is None:
             raise ValueError("'y' must be a tensor of targets, got None")
+        if init is not None:
+            if not isinstance(init, Mapping) or set(init) != set(self.site_names):
+                raise ValueError(f"'init' must be a mapping with the keys {self.site_names}, got {init!r}")
+            for spec in self._sites:
+                value = init[spec.name]
+                if not isinstance(value, Tensor) or value.shape != spec.free_shape:
+                    raise ValueError(
+                        f"'init[{spec.name!r}]' must be a tensor of shape {tuple(spec.free_shape)}, got "
+                        f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}"
+                    )
         return fit_moe(
-            self, x, yv[:, 0], num_restarts=num_restarts, method=method, max_iter=max_iter, tol=tol, seed=seed
+            self,
+            x,
+            yv[:, 0],
+            num_restarts=num_restarts,
+            method=method,
+            max_iter=max_iter,
+            tol=tol,
+            seed=seed,
+            start=init,
         )
 
     def unconstrained_transform(self, site: str) -> Any:
