@@ -29,6 +29,9 @@ by the user, is group/world-writable or is a symbolic link is refused with a
 entries by a hash of the graph, its inputs' properties, the configuration and the torch version;
 an entry that does not unpickle is skipped (logged by Inductor) and compiled again, and a
 compiled result that disagrees with eager is never used (the verification above).
+:func:`record_compile` / :func:`compile_record` keep JSON notes under :func:`cache_dir`
+``/records`` of what was compiled and how long it took, so a caller (``mcmc(compile="auto")``)
+can tell that a compile will be a cache hit; a damaged note is ignored.
 
 Only ``torch`` is imported here, so every layer (``infer`` included) may use this module.
 """
@@ -36,6 +39,8 @@ Only ``torch`` is imported here, so every layer (``infer`` included) may use thi
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import stat
 import sys
@@ -59,11 +64,13 @@ __all__ = [
     "CompileFallbackWarning",
     "Compiled",
     "cache_dir",
+    "compile_record",
     "compiled",
     "disabled",
     "fallbacks",
     "is_enabled",
     "outputs_close",
+    "record_compile",
     "set_enabled",
     "use_persistent_cache",
 ]
@@ -223,6 +230,41 @@ def use_persistent_cache() -> str:
 
                 clear_caches()
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir()
+
+
+# ---------------------------------------------------------------------------------------------
+# compile records: which graphs this machine has compiled before
+
+
+def _record_path(key: str) -> Path:
+    digest = hashlib.sha256(f"{key}|{use_persistent_cache()}|{torch.__version__}".encode()).hexdigest()
+    return cache_dir() / "records" / f"{digest[:32]}.json"
+
+
+def record_compile(key: str, seconds: float) -> None:
+    """Note that the graphs identified by ``key`` were compiled in ``seconds`` (so Inductor's
+    persistent cache now holds them). A plain JSON file under :func:`cache_dir` ``/records``,
+    written atomically, keyed by ``key``, the Inductor cache directory and the torch version;
+    failures to write are ignored (the record is only a hint)."""
+    path = _record_path(key)
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"seconds": float(seconds), "time": time.time()}))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def compile_record(key: str) -> float | None:
+    """The seconds of the last compilation noted by :func:`record_compile` for ``key``, or None
+    (never compiled here, or the record is missing, unreadable or malformed: it is only a hint,
+    read as JSON, never executed)."""
+    try:
+        seconds = json.loads(_record_path(key).read_text())["seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(seconds) if isinstance(seconds, int | float) and seconds >= 0 else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,7 +613,7 @@ def compiled(
         dynamo_config: ``torch._dynamo.config`` settings applied around compiling and calling
             (e.g. ``{"recompile_limit": 512}`` for a function compiled for many shapes).
         compiler: instead of ``torch.compile``, ``compiler(fn, example_args) -> callable`` (e.g.
-            ``make_fx`` + ``torch._inductor.compile`` for a guard-free graph).
+            ``make_fx`` + ``torch._inductor.standalone_compile`` for a guard-free graph).
 
     Returns:
         a :class:`Compiled`, called like ``fn``.

@@ -379,3 +379,20 @@ def test_a_second_process_finds_the_compiled_artifacts_and_a_corrupted_entry_is_
     again, stderr = _child(cache)
     assert "unable to load compiled graph" in stderr
     assert again["counters"].get("fxgraph_cache_hit", 0) == 0
+
+
+def test_compile_records_round_trip_and_bad_records_are_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(C.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    assert C.compile_record("graph A") is None
+    C.record_compile("graph A", 3.5)
+    assert C.compile_record("graph A") == 3.5 and C.compile_record("graph B") is None
+    records = tmp_path / "cache" / "records"
+    (path,) = records.glob("*.json")
+    assert stat.S_IMODE(os.stat(records).st_mode) == 0o700
+    for bad in ("not json", '{"seconds": "3"}', '{"seconds": -1}', "[]", '{"other": 1}'):
+        path.write_text(bad)  # a damaged hint is no hint: read as data, never run
+        assert C.compile_record("graph A") is None
+    C.record_compile("graph A", 2.0)
+    assert C.compile_record("graph A") == 2.0 and not list(records.glob("*.tmp"))

@@ -5,17 +5,21 @@ some 25 tensor arguments that costs as much as a small model's gradient. The fun
 compiled here are pure and always called with the same shapes, dtypes and layouts (the
 sampler's state), so they are traced once to a graph of ATen operations
 (``torch.fx.experimental.proxy_tensor.make_fx``) and handed to TorchInductor directly
-(``torch._inductor.compile``), which checks only sizes and strides. A call with another
-layout recompiles. Compiling goes through :func:`bayesact.compilation.compiled` (the library's
-one compile policy: persistent private cache, the compiled graph verified against the traced
-graph run eagerly, one :class:`~bayesact.compilation.CompileFallbackWarning` per failure,
-``BAYESACT_COMPILE=0`` honoured).
+(``torch._inductor.standalone_compile`` with shapes from the example inputs: its shape
+environment lets Inductor's FX-graph cache keep the compiled graphs across processes, which
+plain ``torch._inductor.compile`` of a ``make_fx`` graph bypasses), which checks only sizes
+and strides. A call with another layout recompiles. Compiling goes through
+:func:`bayesact.compilation.compiled` (the library's one compile policy: persistent private
+cache, the compiled graph verified against the traced graph run eagerly, one
+:class:`~bayesact.compilation.CompileFallbackWarning` per failure, ``BAYESACT_COMPILE=0``
+honoured).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import threading
 import time
 import warnings
@@ -44,7 +48,9 @@ from bayesact.infer.nuts_tree import (
     tree_init,
 )
 
-__all__ = ["CompileFailed", "CompiledFunction", "compile_nuts_kernels", "detach_constants"]
+__all__ = [
+    "CompileFailed", "CompiledFunction", "compile_nuts_kernels", "detach_constants", "nuts_kernels_key",
+]
 
 
 def detach_constants(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -128,8 +134,11 @@ class _InductorLayouts:
 
     def _compile(self, flat: Sequence[torch.Tensor]) -> Callable[..., Any]:
         t0 = time.perf_counter()
+        # standalone_compile with shapes from the example inputs gives Inductor a shape
+        # environment, without which its FX-graph cache is bypassed ("No shape env"): with it a
+        # second process loads the compiled graph from the cache (constants are keyed by value)
         with torch._inductor.config.patch(self.settings):
-            fn = torch._inductor.compile(self.graph, [*flat])
+            fn = torch._inductor.standalone_compile(self.graph, [*flat], dynamic_shapes="from_example_inputs")
         self.seconds += time.perf_counter() - t0
         return fn
 
@@ -293,3 +302,28 @@ def compile_nuts_kernels(
                              name="nuts_merge")
     kernels = NutsKernels(_Counted(leaf, counter, 1), _Counted(pair, counter, 2), merge)
     return kernels, leaf.compile_seconds + pair.compile_seconds + merge.compile_seconds
+
+
+def _tensor_digest(t: torch.Tensor) -> bytes:
+    data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+    return f"{t.dtype}{tuple(t.shape)}".encode() + hashlib.sha256(data.numpy().tobytes()).digest()
+
+
+def nuts_kernels_key(
+    graph: torch.fx.GraphModule, z: torch.Tensor, max_tree_depth: int, max_delta_energy: float
+) -> str:
+    """What :func:`compile_nuts_kernels` compiles for this gradient graph and state, as a string:
+    the graph's code, the values of its constant tensors (data, folded constants), the state's
+    shape, dtype and device, and the tree settings. Equal keys give the same Inductor cache
+    entries, so :func:`bayesact.compilation.compile_record` under this key says whether they are
+    on this machine."""
+    h = hashlib.sha256(graph.code.encode())
+    for node in graph.graph.nodes:
+        if node.op == "get_attr":
+            value: Any = graph
+            for part in str(node.target).split("."):
+                value = getattr(value, part)
+            if isinstance(value, torch.Tensor):
+                h.update(_tensor_digest(value))
+    return (f"nuts_kernels/{h.hexdigest()}/{tuple(z.shape)}/{z.dtype}/{z.device}/"
+            f"{max_tree_depth}/{max_delta_energy}")

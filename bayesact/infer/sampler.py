@@ -43,7 +43,7 @@ from bayesact.infer.arguments import (
     run_context,
 )
 from bayesact.infer.checkpoint import MCMC_FORMAT, register_format
-from bayesact.infer.compiled import CompileFailed, compile_nuts_kernels
+from bayesact.infer.compiled import CompileFailed, compile_nuts_kernels, nuts_kernels_key
 from bayesact.infer.hmc_core import (
     Metric,
     NutsKernels,
@@ -225,6 +225,13 @@ AUTO_PROBE_ITERATIONS = 5
 #: ~40 s and slows the eager iterations meanwhile ~2.5x (it holds the GIL while tracing and
 #: generating code); the compiled steps then run ~8x faster, so the break-even is ~45 s
 AUTO_MIN_SECONDS = 90.0
+#: ``compile="auto"`` when this machine compiled the same NUTS steps before (a
+#: :func:`~bayesact.compilation.compile_record`): Inductor's persistent cache then holds them, and
+#: the threshold is this factor times the recorded compile time (the ratio 90 s / 40 s above)
+AUTO_WARM_FACTOR = 2.25
+#: The expected compile time recorded after a cold compile, for the next (warm) one: measured
+#: 6.2 s for the tanh BNN with 4 chains on a loaded 2-core CPU (72 s cold), rounded up
+AUTO_WARM_GUESS_SECONDS = 8.0
 
 
 class _AutoCompile:
@@ -260,11 +267,18 @@ class _AutoCompile:
             self.start = time.perf_counter()
         elif self.seen == AUTO_PROBE_ITERATIONS:
             per_iteration = (time.perf_counter() - self.start) / AUTO_PROBE_ITERATIONS
-            if per_iteration * (self.left - self.seen) < AUTO_MIN_SECONDS:
+            if per_iteration * (self.left - self.seen) < self.min_seconds():
                 self.done = True  # not worth it
                 return
             self._begin()
         self.seen += 1
+
+    def min_seconds(self) -> float:
+        """The eager time the rest of the run must exceed for compiling to pay: less when this
+        machine compiled the same steps before (a cache hit is several times faster)."""
+        key = self.run.kernels_key()
+        expected = None if key is None else compilation.compile_record(key)
+        return AUTO_MIN_SECONDS if expected is None else AUTO_WARM_FACTOR * expected
 
     def _begin(self) -> None:
         run = self.run
@@ -450,7 +464,19 @@ class _Run(RunLoop):
             warn_user(f"could not compile the NUTS steps ({exc!r}); running them eagerly")
             return None
         state.info["compile_seconds"] = state.info.get("compile_seconds", 0.0) + seconds
+        key = self.kernels_key(state)
+        if key is not None:
+            warm = compilation.compile_record(key) is not None
+            compilation.record_compile(key, seconds if warm else AUTO_WARM_GUESS_SECONDS)
         return kernels
+
+    def kernels_key(self, state: SamplerState | None = None) -> str | None:
+        """The :func:`~bayesact.infer.compiled.nuts_kernels_key` of this run's NUTS steps (None
+        without a captured gradient graph)."""
+        graph, state = self.potential.graph, state or self.state
+        if not isinstance(graph, torch.fx.GraphModule):
+            return None
+        return nuts_kernels_key(graph, state.z, self.cfg.max_tree_depth, self.cfg.max_delta_energy)
 
     def posterior(self, interrupted: bool) -> Posterior:
         cfg, state = self.cfg, self.state

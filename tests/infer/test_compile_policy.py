@@ -91,13 +91,43 @@ def test_auto_switches_to_the_compiled_steps_and_keeps_the_posterior(monkeypatch
         assert stats.kstest(half.numpy(), stats.norm(POST_MEAN, POST_SD).cdf).pvalue > 1e-3
 
 
+def test_auto_compiles_a_short_run_whose_steps_this_machine_compiled_before(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    # a compile (here compile=True) leaves a record keyed by the gradient graph, its data and the
+    # state's shape; "auto" then uses the warm threshold for the same model and data only
+    monkeypatch.setenv(compilation.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setattr(compilation, "_cache_dir", None)
+    monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 1e9)  # never compile without a record
+    monkeypatch.setattr(sampler, "AUTO_WARM_GUESS_SECONDS", 0.0)
+    monkeypatch.setattr(sampler._AutoCompile, "background", False)
+    compiles = []
+
+    def stand_in(graph, z, potential, grad, step_size, inverse_mass, depth, max_delta, counter):
+        compiles.append(tuple(z.shape))
+        return eager_kernels(graph, max_delta), 1.5
+
+    monkeypatch.setattr(sampler, "compile_nuts_kernels", stand_in)
+    run = {"num_chains": 2, "num_warmup": 20, "num_samples": 20, "progress": False}
+    first = mcmc(_conjugate, Y, seed=0, compile="auto", **run)
+    assert first.info["compile_seconds"] == 0.0 and not compiles  # no record yet: eager
+    mcmc(_conjugate, Y, seed=0, compile=True, **run)
+    assert len(list((tmp_path / "cache" / "records").glob("*.json"))) == 1
+    again = mcmc(_conjugate, Y, seed=0, compile="auto", **run)
+    assert again.info["compiled_from_iteration"] == sampler.AUTO_PROBE_ITERATIONS
+    other_data = mcmc(_conjugate, Y + 1.0, seed=0, compile="auto", **run)
+    other_chains = mcmc(_conjugate, Y, seed=0, compile="auto", **{**run, "num_chains": 3})
+    assert other_data.info["compile_seconds"] == 0.0 and other_chains.info["compile_seconds"] == 0.0
+    assert compiles == [(2, 1), (2, 1)]
+
+
 def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     reason = f"inductor exploded {uuid.uuid4().hex}"  # a reason never warned before in this process
 
     def broken(*args, **kwargs):
         raise RuntimeError(reason)
 
-    monkeypatch.setattr(torch._inductor, "compile", broken)
+    monkeypatch.setattr(torch._inductor, "standalone_compile", broken)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         post = mcmc(_conjugate, Y, num_chains=2, num_warmup=100, num_samples=300, seed=2,
@@ -117,7 +147,7 @@ def test_hmc_compile_failure_keeps_the_captured_graph(monkeypatch: pytest.Monkey
     def broken(*args, **kwargs):
         raise RuntimeError(reason)
 
-    monkeypatch.setattr(torch._inductor, "compile", broken)
+    monkeypatch.setattr(torch._inductor, "standalone_compile", broken)
     with pytest.warns(compilation.CompileFallbackWarning, match=reason):
         post = mcmc(_conjugate, Y, method="hmc", num_chains=2, num_warmup=50, num_samples=50, seed=3,
                     progress=False, compile=True)
@@ -131,7 +161,7 @@ def test_bayesact_compile_0_runs_mcmc_uncompiled(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setenv(compilation.ENV_VAR, "0")
     monkeypatch.setattr(sampler, "compile_nuts_kernels", must_not_compile)
-    monkeypatch.setattr(torch._inductor, "compile", must_not_compile)
+    monkeypatch.setattr(torch._inductor, "standalone_compile", must_not_compile)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         post = mcmc(_conjugate, Y, method=method, num_chains=2, num_warmup=30, num_samples=30, seed=4,
