@@ -31,7 +31,10 @@ an entry that does not unpickle is skipped (logged by Inductor) and compiled aga
 compiled result that disagrees with eager is never used (the verification above).
 :func:`record_compile` / :func:`compile_record` keep JSON notes under :func:`cache_dir`
 ``/records`` of what was compiled and how long it took, so a caller (``mcmc(compile="auto")``)
-can tell that a compile will be a cache hit; a damaged note is ignored.
+can tell that a compile will be a cache hit; a damaged note is ignored. One such note remembers
+that Inductor's CPU vector-ISA probe (a test library compiled and loaded in a child Python per
+ISA, 2–3 s in every process) accepted every ISA of this CPU, so later processes skip it
+(:func:`settle_vec_isa`).
 
 Only ``torch`` is imported here, so every layer (``infer`` included) may use this module.
 """
@@ -42,6 +45,7 @@ import contextlib
 import hashlib
 import json
 import os
+import platform
 import stat
 import sys
 import tempfile
@@ -72,6 +76,7 @@ __all__ = [
     "outputs_close",
     "record_compile",
     "set_enabled",
+    "settle_vec_isa",
     "use_persistent_cache",
 ]
 
@@ -268,6 +273,57 @@ def compile_record(key: str) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Inductor's CPU vector-ISA probe, remembered
+
+
+def _vec_isa_key() -> tuple[str, list[str]] | None:
+    """The record key of this machine's Inductor vector-ISA probe and the ISAs the CPU reports
+    (x86 only), or None. The probe compiles a test library per ISA and loads it in a child
+    Python, in every process: seconds before the first CPU kernel, even on a cache hit."""
+    try:
+        from torch._inductor import cpu_vec_isa
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        if platform.machine() not in ("x86_64", "AMD64"):
+            return None
+        flags = cpu_vec_isa.x86_isa_checker()
+        candidates = [str(isa) for isa in cpu_vec_isa.supported_vec_isa_list
+                      if all(flag in flags for flag in str(isa).split())]
+        return f"vec_isa/{get_cpp_compiler()}/{' '.join(candidates)}", candidates
+    except Exception:  # a private torch API moved: just let Inductor probe
+        return None
+
+
+def settle_vec_isa() -> bool:
+    """Tell Inductor (``config.cpp.vec_isa_ok``) that every vector ISA of this CPU works, when its
+    probe accepted all of them, in this process or an earlier one (a :func:`compile_record` for
+    this torch, compiler and CPU). Without a record the probe runs here, once, as Inductor's
+    first CPU compile would run it anyway. Returns whether the probe is skipped from now on;
+    mixed results (or a user's own ``vec_isa_ok``) leave Inductor as it is. Setting it before
+    every compile, not only after a first one, keeps Inductor's cache keys (which include the
+    setting) the same in every process."""
+    key = _vec_isa_key()
+    if key is None:
+        return False
+    import torch._inductor.config as inductor_config
+
+    if inductor_config.cpp.vec_isa_ok is not None:
+        return bool(inductor_config.cpp.vec_isa_ok)
+    if compile_record(key[0]) is None:
+        try:
+            from torch._inductor import cpu_vec_isa
+
+            accepted = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]
+        except Exception:
+            return False
+        if accepted != key[1]:
+            return False
+        record_compile(key[0], 0.0)
+    inductor_config.cpp.vec_isa_ok = True
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
 # verification
 
 
@@ -444,6 +500,7 @@ class Compiled:
 
     def _compile(self, example: tuple[Any, ...]) -> Callable[..., Any]:
         use_persistent_cache()  # before Dynamo loads (it writes torch's default directory)
+        settle_vec_isa()
         if self.compiler is None and not torch._dynamo.is_dynamo_supported():
             raise RuntimeError(f"torch.compile is not supported on Python {sys.version.split()[0]}")
         label = "".join(c if c.isalnum() else "_" for c in self.name)

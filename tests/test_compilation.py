@@ -396,3 +396,30 @@ def test_compile_records_round_trip_and_bad_records_are_ignored(
         assert C.compile_record("graph A") is None
     C.record_compile("graph A", 2.0)
     assert C.compile_record("graph A") == 2.0 and not list(records.glob("*.tmp"))
+
+
+def test_the_vec_isa_probe_runs_once_per_machine_and_only_an_all_pass_result_skips_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import torch._inductor.config as inductor_config
+    from torch._inductor import cpu_vec_isa
+
+    monkeypatch.setenv(C.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", None)
+    monkeypatch.setattr(C, "_vec_isa_key", lambda: ("vec_isa/test-cpu", ["avx512", "avx2"]))
+    probes: list[int] = []
+
+    def probe(accepted: list[str]) -> Callable[[], list[str]]:
+        def run() -> list[str]:
+            probes.append(1)
+            return accepted
+        return run
+
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe(["avx2"]))  # one ISA failed
+    assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is None
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe(["avx512", "avx2"]))
+    assert C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is True and len(probes) == 2
+    monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", None)  # a new process on this machine:
+    assert C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is True and len(probes) == 2  # no probe
+    monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", False)  # the user's own setting wins
+    assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is False

@@ -278,7 +278,7 @@ class _AutoCompile:
         machine compiled the same steps before (a cache hit is several times faster)."""
         key = self.run.kernels_key()
         expected = None if key is None else compilation.compile_record(key)
-        return AUTO_MIN_SECONDS if expected is None else AUTO_WARM_FACTOR * expected
+        return AUTO_MIN_SECONDS if expected is None else min(AUTO_MIN_SECONDS, AUTO_WARM_FACTOR * expected)
 
     def _begin(self) -> None:
         run = self.run

@@ -136,7 +136,7 @@ def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pyt
     assert len(fallbacks) == 1 and reason in str(fallbacks[0].message)
     assert len(_bayesact_warnings(record)) == 1  # and no second warning of the sampler's own
     assert post.info["potential_mode"] == "captured" and post.info["compile_seconds"] == 0.0
-    assert compilation.fallbacks()["nuts_leaf"].endswith(reason)
+    assert compilation.fallbacks()["nuts_leaf_pair"].endswith(reason)
     mu = post.samples["mu"]  # a right result: the exact posterior within Monte Carlo error
     assert abs(float(mu.mean()) - POST_MEAN) < 0.15 and abs(float(mu.std()) - POST_SD) < 0.1
 
