@@ -124,7 +124,8 @@ class CompileFailed(RuntimeError):
 
 class _InductorLayouts:
     """A graph compiled by TorchInductor for each argument layout it meets: Inductor checks only
-    sizes and strides, and a call with another layout compiles again (once per layout)."""
+    sizes and strides, and a call with another layout compiles again, once per layout (the
+    compiled functions of all layouts are kept, so alternating layouts never recompile)."""
 
     def __init__(self, graph: torch.fx.GraphModule, example: Sequence[torch.Tensor],
                  settings: dict[str, Any]) -> None:
@@ -132,6 +133,7 @@ class _InductorLayouts:
         self.settings = settings
         self.seconds = 0.0
         self._fn = self._compile(example)
+        self._by_layout = {_layout(example): self._fn}
 
     def _compile(self, flat: Sequence[torch.Tensor]) -> Callable[..., Any]:
         t0 = time.perf_counter()
@@ -146,9 +148,16 @@ class _InductorLayouts:
     def __call__(self, *flat: torch.Tensor) -> Any:
         try:
             return self._fn(*flat)
-        except AssertionError:  # Inductor's size/stride check: another layout, compile again
-            self._fn = self._compile(flat)
+        except AssertionError:  # Inductor's size/stride check: another layout
+            layout = _layout(flat)
+            if layout not in self._by_layout:
+                self._by_layout[layout] = self._compile(flat)
+            self._fn = self._by_layout[layout]
             return self._fn(*flat)
+
+
+def _layout(flat: Sequence[torch.Tensor]) -> tuple:
+    return tuple((t.shape, t.stride(), t.dtype, t.device) for t in flat)
 
 
 class CompiledFunction:
