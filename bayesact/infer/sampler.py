@@ -221,10 +221,13 @@ class _Counter:
 #: ``compile="auto"``: iterations timed on the eager path before deciding whether to compile
 AUTO_PROBE_ITERATIONS = 5
 #: ``compile="auto"``: compile only when the rest of the run would take longer than this eagerly.
-#: Measured on a 2-core CPU (tanh BNN, 4 chains, one thread): the background compile takes
-#: ~40 s and slows the eager iterations meanwhile ~2.5x (it holds the GIL while tracing and
-#: generating code); the compiled steps then run ~8x faster, so the break-even is ~45 s
-AUTO_MIN_SECONDS = 90.0
+#: Only the pair-of-leaves step is compiled (one graph). Measured on a 2-core CPU under load ~3
+#: (diabetes BNN 10-50-50-1, 4 chains, 300 + 300, one thread): the cold compile takes ~25-65 s
+#: in the background and slows the eager iterations meanwhile (it holds the GIL while tracing
+#: and generating code); the compiled steps then run ~2.5x faster. With this threshold that run
+#: took 113 s cold (switch at iteration 113; the eager run ~110-130 s at that load) and filled
+#: the persistent cache, so the next process compiled in 5.6 s and took 43.5 s
+AUTO_MIN_SECONDS = 60.0
 #: ``compile="auto"`` when this machine compiled the same NUTS steps before (a
 #: :func:`~bayesact.compilation.compile_record`): Inductor's persistent cache then holds them, and
 #: the threshold is this factor times the recorded compile time (the ratio 90 s / 40 s above)
@@ -600,8 +603,10 @@ def mcmc(
             through :func:`bayesact.compilation.compiled` (verified against eager, one warning and
             the eager path on failure; ``BAYESACT_COMPILE=0`` turns it off). ``True`` compiles
             before sampling; ``"auto"`` (NUTS) samples at once on the eager path and, when the
-            run is long enough to amortise it (over ~90 s eagerly), compiles in the background
-            and switches when the compiled steps are verified (HMC: eager). Draws have the same
+            run is long enough to amortise it (over 60 s eagerly, or 2.25x the recorded
+            compile time when this machine compiled the same steps before: Inductor's
+            persistent cache then holds them), compiles in the background and switches when
+            the compiled steps are verified (HMC: eager). Draws have the same
             distribution on either path; on CPU with a ``seed``, ``compile=False`` is
             bit-reproducible, ``True`` reproducible with the same compiled code, and ``"auto"``
             not bit-for-bit (the switch iteration depends on timing).
