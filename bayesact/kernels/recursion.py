@@ -18,8 +18,9 @@ The diagonals K^l(x, x) are run first with the exact one-point maps. Given them,
 entry follows its own scalar recursion, so the n × m matrix is computed in row blocks under a memory
 bound and, with ``fused=True``, each block runs all layers in one ``torch.compile``-generated kernel
 (through :func:`bayesact.compilation.compiled`: verified against eager, one warning and the eager
-path on failure, ``BAYESACT_COMPILE=0`` honoured; ``fused="auto"`` runs eagerly at once and
-switches to the kernel once it has been built in the background).
+path on failure, ``BAYESACT_COMPILE=0`` honoured). ``fused="auto"``, the default, runs eagerly at
+once and, for outputs of at least ``AUTO_MIN_ENTRIES``, switches to the kernel once it has been built
+in the background, one verified kernel per configuration.
 Blocked equals unblocked bit for bit: the Gram matrix ⟨x, x'⟩ is formed once for the whole output
 (a matrix product of fewer rows may round differently), each block reads its rows, and everything
 after it is elementwise, where torch's CPU kernels (and one compiled kernel, shared by all blocks
@@ -231,6 +232,8 @@ def _signature(value: Any) -> Any:
         return value
     if isinstance(value, list | tuple):
         return tuple(_signature(v) for v in value)
+    if isinstance(value, dict):  # e.g. a rectified polynomial's coefficients by power
+        return ("dict", tuple((k, _signature(v)) for k, v in sorted(value.items())))
     if isinstance(value, DualActivation):
         attrs = sorted(vars(value).items())
         return (type(value).__module__, type(value).__qualname__, tuple((k, _signature(v)) for k, v in attrs))

@@ -222,3 +222,22 @@ def test_the_interpreter_exits_cleanly_during_a_background_compile(tmp_path) -> 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["relu2", "polyrelu", "leaky_relu", "snake"])
+def test_fused_auto_counts_the_calls_of_one_configuration_as_one(name: str, monkeypatch: pytest.MonkeyPatch,
+                                                                 fresh_kernels) -> None:
+    """Each call builds a new dual object from the activation's parameters; calls with equal
+    parameters share one compiled recursion (so the third one starts its build), whatever
+    containers (dicts of coefficients, tuples, tensors) the dual holds them in."""
+    from bayesact.kernels import recursion
+
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("the first two calls must not compile")
+
+    monkeypatch.setattr(recursion, "AUTO_MIN_ENTRIES", 1)
+    monkeypatch.setattr(torch, "compile", must_not_compile)
+    x1, x2 = inputs(n=9, m=7)
+    for _ in range(2):
+        K.nngp(x1, x2, activation=name, depth=2, fused="auto")
+    assert len(fresh_kernels) == 1
