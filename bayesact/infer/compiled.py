@@ -316,7 +316,9 @@ def compile_nuts_kernels(
 
 
 def _tensor_digest(t: torch.Tensor) -> bytes:
-    data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+    data = torch.empty(t.numel(), dtype=t.dtype)  # stride 1 whatever the layout (expanded scalars)
+    data.copy_(t.detach().reshape(-1))
+    data = data.view(torch.uint8)
     return f"{t.dtype}{tuple(t.shape)}".encode() + hashlib.sha256(data.numpy().tobytes()).digest()
 
 

@@ -30,3 +30,18 @@ def test_alternating_layouts_compile_once_each(monkeypatch) -> None:
         (got,) = layouts(*args)
         assert torch.equal(got, args[0] * args[1] + 1)
     assert len(compiles) == 3  # (a, a), (a, b), (b, a): never again
+
+
+def test_the_kernels_key_follows_constant_values_of_any_layout() -> None:
+    # expanded scalars (stride 0, e.g. a prior's scale broadcast to a site) and 0-d constants
+    # are hashed by value: the same values give the same key, other values another one
+    def graph_with(scale: torch.Tensor) -> torch.fx.GraphModule:
+        return make_fx(lambda z: [z * scale + torch.tensor(2.0)])(torch.ones(2, 3))
+
+    z = torch.zeros(2, 3)
+    expanded = torch.tensor(1.5).expand(1)  # one element, stride 0
+    assert expanded.stride() == (0,)
+    key = compiled.nuts_kernels_key(graph_with(expanded), z, 6, 1000.0)
+    assert key == compiled.nuts_kernels_key(graph_with(torch.full((1,), 1.5)), z, 6, 1000.0)
+    assert key != compiled.nuts_kernels_key(graph_with(torch.tensor(2.5).expand(1)), z, 6, 1000.0)
+    assert key != compiled.nuts_kernels_key(graph_with(expanded), z.double(), 6, 1000.0)
