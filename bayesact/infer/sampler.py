@@ -479,7 +479,10 @@ class _Run(RunLoop):
         graph, state = self.potential.graph, state or self.state
         if not isinstance(graph, torch.fx.GraphModule):
             return None
-        return nuts_kernels_key(graph, state.z, self.cfg.max_tree_depth, self.cfg.max_delta_energy)
+        try:
+            return nuts_kernels_key(graph, state.z, self.cfg.max_tree_depth, self.cfg.max_delta_energy)
+        except Exception:  # the key is only a hint for the compile policy: never fail a run on it
+            return None
 
     def posterior(self, interrupted: bool) -> Posterior:
         cfg, state = self.cfg, self.state
