@@ -192,3 +192,14 @@ def test_on_cpu_a_seeded_run_that_does_not_compile_is_bit_reproducible() -> None
     runs = [mcmc(_conjugate, Y, num_chains=2, num_warmup=40, num_samples=40, seed=5, progress=False,
                  compile=policy) for policy in (False, False, "auto")]
     assert all(torch.equal(r.samples["mu"], runs[0].samples["mu"]) for r in runs[1:])
+
+
+def test_a_failing_compile_key_never_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_key(*args, **kwargs):
+        raise RuntimeError("cannot hash this graph")
+
+    monkeypatch.setattr(sampler, "nuts_kernels_key", broken_key)
+    _switch_at(monkeypatch, 5)
+    monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 1e9)  # decides from the (missing) record
+    post = mcmc(_conjugate, Y, num_chains=2, num_warmup=30, num_samples=30, seed=0, progress=False)
+    assert post.samples["mu"].shape == (2, 30) and post.info["compile_seconds"] == 0.0
