@@ -197,7 +197,12 @@ def run_dimension(d: int, args: argparse.Namespace, device: torch.device) -> dic
         torch.manual_seed(args.seed)
         pfn = make_pfn(d, prior, args)
         ckpt = model_dir / f"pfn_mimicry_d{d}.ckpt"
-        if ckpt.exists():
+        if args.continue_training:  # the earlier stages: from the earlier run's JSON and checkpoint
+            earlier = json.loads((Path(args.out) / f"pfn_mimicry_d{d}.json").read_text())
+            curve = [p for p in earlier["curve"] if p["steps"] < stage_ends(args)[0]]
+            for p in curve:
+                p["eval"] = {int(n): v for n, v in p["eval"].items()}
+        elif ckpt.exists():
             ckpt.unlink()
         warmup = args.warmup if args.warmup is not None else max(1, stage_ends(args)[0] // 2)
         for end in stage_ends(args):
@@ -379,6 +384,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figure", default=None, help="default: docs/img/pfn_mimicry.png (--quick: <out>/...)")
     p.add_argument("--report", action="store_true",
                    help="only merge <out>/pfn_mimicry_d*.json into the report")
+    p.add_argument("--continue-training", action="store_true",
+                   help="resume from <model-dir>'s checkpoint (a run with the same settings and --warmup) "
+                        "to a larger --steps; the earlier stages come from <out>'s JSON")
     p.add_argument("--progress", action="store_true", help="tqdm bar while training")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny model, few datasets)")
     args = p.parse_args(argv)
