@@ -117,13 +117,35 @@ def _initial_values(moe: GaussianMoE, x: Tensor, y: Tensor, gen: torch.Generator
     return out
 
 
+#: L-BFGS iterations on the experts alone before the joint penalised fit (``fit(regularize=True)``)
+EXPERT_WARMUP_ITER = 10
+
+
 def _mle(
-    moe: GaussianMoE, x: Tensor, y: Tensor, init: dict[str, Tensor], max_iter: int, tol: float
+    moe: GaussianMoE,
+    x: Tensor,
+    y: Tensor,
+    init: dict[str, Tensor],
+    max_iter: int,
+    tol: float,
+    regularize: bool = False,
 ) -> tuple[dict[str, Tensor], int]:
+    """L-BFGS on the mean negative log-likelihood from ``init``; with ``regularize`` the gate's penalty is
+    added, after a warm-up on the experts and noise scales alone (see ``GaussianMoE.fit``)."""
+
+    def nll() -> Tensor:
+        return -moe.log_likelihood(x, y, state.values()).mean()
+
+    def penalised() -> Tensor:
+        values = state.values()
+        return -moe.log_likelihood(x, y, values).mean() + moe.gate_regularization(x, values)
+
     state = _Unconstrained(moe, init)
-    iters = _lbfgs(
-        list(state.u.values()), lambda: -moe.log_likelihood(x, y, state.values()).mean(), max_iter, tol
-    )
+    iters = 0
+    if regularize:
+        experts = [name for name in state.u if not name.startswith("gate.")]
+        iters = _lbfgs(state.leaves(experts), nll, min(max_iter, EXPERT_WARMUP_ITER), tol)
+    iters += _lbfgs(list(state.u.values()), penalised if regularize else nll, max_iter, tol)
     return {k: v.detach() for k, v in state.values().items()}, iters
 
 
@@ -213,12 +235,13 @@ def fit_moe(
     tol: float,
     seed: int | None,
     start: Mapping[str, Tensor] | None = None,
+    regularize: bool = False,
 ) -> MoEFit:
     """See :meth:`GaussianMoE.fit`."""
     gen = torch.Generator()
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()))
     best: dict[str, Tensor] | None = None
-    best_ll = -math.inf
+    best_ll = best_score = -math.inf
     restarts: list[float] = []
     iterations: list[int] = []
     failures: list[str] = []
@@ -230,22 +253,24 @@ def fit_moe(
         histories.append([])
         try:
             if method == "mle":
-                values, iters = _mle(moe, x, y, init, max_iter, tol)
+                values, iters = _mle(moe, x, y, init, max_iter, tol, regularize)
             else:
                 values, iters = _em(moe, x, y, init, max_iter, tol, histories[-1])
             with torch.no_grad():
                 ll = float(moe.log_likelihood(x, y, values).mean())
+                # the restarts are ranked by what was maximised (the penalised objective with regularize)
+                score = ll - float(moe.gate_regularization(x, values)) if regularize else ll
         except NUMERICAL_ERRORS as err:  # a failed restart (loss +inf), not a failed fit
-            values, iters, ll = init, 0, -math.inf
+            values, iters, ll, score = init, 0, -math.inf, -math.inf
             failures.append(f"restart {i}: {type(err).__name__}: {err}")
         else:
             if not math.isfinite(ll):
                 failures.append(f"restart {i}: mean log-likelihood {ll}")
-                ll = -math.inf
+                ll = score = -math.inf
         restarts.append(ll)
         iterations.append(iters)
-        if ll > best_ll:
-            best, best_ll = values, ll
+        if score > best_score:
+            best, best_ll, best_score = values, ll, score
     if best is None:
         raise FloatingPointError(
             f"every restart of fit ({method}) failed numerically: " + "; ".join(failures)

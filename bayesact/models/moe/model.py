@@ -72,6 +72,17 @@ class _ExpertNormal(Likelihood):
         return dist.Normal(f, self.scale[:, None, None]).to_event(1)
 
 
+class _GatePenalty(nn.Module):
+    """Calls ``gate.regularization`` under ``functional_call`` (which only calls ``forward``)."""
+
+    def __init__(self, gate: nn.Module):
+        super().__init__()
+        self.gate = gate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gate.regularization(x)  # type: ignore[operator]
+
+
 @dataclass(frozen=True)
 class _Site:
     """A latent site: ``name`` (``group.param`` or ``noise_std``), the module and parameter it stands for."""
@@ -242,6 +253,19 @@ class GaussianMoE(PyroModule):
         means = functional_call(self._modules["expert"], params["expert"], (x,))  # type: ignore[arg-type]
         return weights, means, values["noise_std"]
 
+    def gate_regularization(self, x: Tensor, values: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The gate's own penalty ``gate.regularization(x)`` at the free site ``values`` (default: the point
+        estimate); 0 for a gate without one (DSelect-k: the unreachable-code penalty plus its entropy
+        term)."""
+        gate = self._modules["gate"]
+        if not callable(getattr(gate, "regularization", None)):
+            return x.new_zeros(())
+        vals = self.point_values() if values is None else values
+        params = {f"gate.{s.param}": vals[s.name] for s in self._sites if s.group == "gate"}
+        out = functional_call(_GatePenalty(gate), params, (x,))  # type: ignore[arg-type]
+        assert isinstance(out, Tensor)
+        return out
+
     @staticmethod
     def _renormalise(weights: Tensor) -> Tensor:
         """π / Σ_k π_k (DSelect-k may leak mass to unreachable codes). A row with Σ_k π_k = 0 (every selector
@@ -369,6 +393,7 @@ class GaussianMoE(PyroModule):
         tol: float = 1e-9,
         seed: int | None = None,
         init: Mapping[str, Tensor] | None = None,
+        regularize: bool = False,
     ) -> MoEFit:
         """Maximum likelihood: argmax_θ Σ_i log p(y_i | x_i, θ), best of ``num_restarts`` starts.
 
@@ -385,11 +410,23 @@ class GaussianMoE(PyroModule):
 
         ``init``: free site values (every site, as :meth:`point_values` gives them) for the first restart;
         the other restarts start at random.
+
+        ``regularize=True`` (``method="mle"`` only): penalised maximum likelihood, argmax_θ mean_i
+        log p(y_i | x_i, θ) − :meth:`gate_regularization` (x), as Hazimeh et al. (2021) train DSelect-k;
+        each restart first fits the experts and noise scales alone (10 L-BFGS iterations, the gate held at
+        its start), then everything; the best restart is the one with the highest penalised objective.
+        For DSelect-k both parts are needed: started jointly, the near-identical selectors move together
+        toward the one expert that best fits the still undifferentiated data and saturate (S' = 0, so the
+        gradient is exactly 0) at a one-expert fit; the warm-up alone avoids that but ends non-sparse.
         """
         check_int(num_restarts, "num_restarts")
         check_int(max_iter, "max_iter")
         if method not in ("mle", "em"):
             raise ValueError(f"'method' must be 'mle' or 'em', got {method!r}")
+        if not isinstance(regularize, bool):
+            raise ValueError(f"'regularize' must be a bool, got {regularize!r}")
+        if regularize and method != "mle":
+            raise ValueError("'regularize' is implemented for method='mle' only, got method='em'")
         x, yv = self._check_data(x, y)
         if yv is None:
             raise ValueError("'y' must be a tensor of targets, got None")
@@ -413,6 +450,7 @@ class GaussianMoE(PyroModule):
             tol=tol,
             seed=seed,
             start=init,
+            regularize=regularize,
         )
 
     def unconstrained_transform(self, site: str) -> Any:
