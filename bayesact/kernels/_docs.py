@@ -38,11 +38,12 @@ PARAMS: dict[str, str] = {
     "diag": "return only K(x1_i, x2_i), shape (..., n), without forming the n × m matrix.",
     "quadrature_degree": "Hermite degree for activations without a closed form (default 64).",
     "fused": (
-        "``\"auto\"`` (default): eager at once; an output of ≥ 65,536 entries compiles the layer "
-        "recursion (one ``torch.compile`` kernel per block, CPU or CUDA) in a background thread from "
-        "its third call with the same configuration and switches to it once verified against eager "
-        "(no call waits for a compile). ``True``: compile at the first call (which waits). ``False``: "
-        "always eager (bit-reproducible between calls)."
+        "``\"auto\"`` (default): eager at once; once the eager calls of one configuration with "
+        "outputs of ≥ 65,536 entries have taken 2 s in all, its layer recursion (one ``torch.compile`` "
+        "kernel per block, CPU or CUDA) compiles in a background thread (from the third call after "
+        "that) and calls switch to it once "
+        "verified against eager (no call waits for a compile). ``True``: compile at the first call "
+        "(which waits). ``False``: always eager (bit-reproducible between calls)."
     ),
     "block_bytes": (
         "bound on the working memory of one row block (default 64 MiB); blocks under autograd are "

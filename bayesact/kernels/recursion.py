@@ -209,6 +209,9 @@ DEFAULT_FUSED: Fused = "auto"
 
 #: ``fused="auto"``: outputs with fewer entries (n·m, times any batch) always run eagerly
 AUTO_MIN_ENTRIES = 65_536
+#: ``fused="auto"``: a configuration starts its background compile only after its eager calls have
+#: taken this many seconds in all (a short run never pays a compile competing with it for the CPU)
+AUTO_MIN_EAGER_SECONDS = 2.0
 
 #: Dynamo settings around compiling and running the recursion: a configuration's graphs (dynamic
 #: shapes, grad on/off) stay well under the limits, after which Dynamo would silently run eagerly
@@ -221,6 +224,20 @@ _DYNAMO_CONFIG: dict[str, Any] = {"recompile_limit": 512, "accumulated_recompile
 _compiled_layers: dict[tuple[Any, ...], compilation.Compiled] = {}
 #: every compiled recursion built in this process (whichever cache holds it), for the exit handler
 _every_compiled: weakref.WeakSet[compilation.Compiled] = weakref.WeakSet()
+_MaybeCompiled = compilation.Compiled | None
+#: ``fused="auto"``: the seconds each configuration has spent eagerly before its compile may start
+_eager_seconds: weakref.WeakKeyDictionary[compilation.Compiled, float] = weakref.WeakKeyDictionary()
+
+
+def _gated(fused: _MaybeCompiled) -> tuple[_MaybeCompiled, _MaybeCompiled]:
+    """(the compiled recursion to use for this call, the one whose eager time this call adds to).
+
+    ``fused="auto"`` holds a configuration eager (without advancing its compile policy) until its
+    eager calls have taken ``AUTO_MIN_EAGER_SECONDS`` in all."""
+    if (fused is None or fused.policy != "auto" or fused.state != "new"
+            or _eager_seconds.get(fused, 0.0) >= AUTO_MIN_EAGER_SECONDS):
+        return fused, None
+    return None, fused
 
 
 def _signature(value: Any) -> Any:
@@ -381,6 +398,7 @@ def _warn_if_overflowed(k: Tensor, theta: Tensor | None, activation: ActivationL
 def _recursion(
     x1: Tensor, x2: Tensor | None, spec: _Recursion, diag: bool, with_ntk: bool
 ) -> tuple[Tensor, Tensor | None]:
+    start_time = time.perf_counter()
     _check_inputs(x1, x2, diag)
     dual, depth = spec.dual, spec.depth
     w2, b2 = spec.variances(x1)
@@ -414,8 +432,9 @@ def _recursion(
         rows = [(k, p.features) for k, p in zip(points1.variances, points1.data, strict=True)]
         cols = [(k, p.features) for k, p in zip(points2.variances, points2.data, strict=True)]
         args = ((x1 * x2).sum(-1), rows, cols, w2v, b2v, d, dual, with_ntk)
-        fused = _fused_layers(policy, args) if fusable else None
+        fused, pending = _gated(_fused_layers(policy, args) if fusable else None)
         k, theta = layers(*args)
+        _count_eager(pending, start_time)
         return k, (k.clone() if theta is k else theta)
 
     w2m, b2m = [w[..., None, None] for w in w2], [b[..., None, None] for b in b2]
@@ -438,7 +457,7 @@ def _recursion(
         ]
         return gram[..., start:stop, :], rows, cols, w2m, b2m, d, dual, with_ntk
 
-    fused = _fused_layers(policy, block_args(0, n)) if fusable else None
+    fused, pending = _gated(_fused_layers(policy, block_args(0, n)) if fusable else None)
     # the compiled kernel is ready (``fused="auto"``: once built in the background)
     compiled = fused is not None and fused.state == "ready" and compilation.is_enabled()
     grad = torch.is_grad_enabled()
@@ -469,7 +488,14 @@ def _recursion(
         k = _set_diagonal(k, points1.final)
         if theta is not None:
             theta = _set_diagonal(theta, _present(points1.final_ntk))
+    _count_eager(pending, start_time)
     return k, theta
+
+
+def _count_eager(pending: compilation.Compiled | None, start_time: float) -> None:
+    """Add this eager call's seconds to its configuration's total (``fused="auto"``)."""
+    if pending is not None:
+        _eager_seconds[pending] = _eager_seconds.get(pending, 0.0) + time.perf_counter() - start_time
 
 
 def _present(t: Tensor | None) -> Tensor:

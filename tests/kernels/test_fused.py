@@ -91,6 +91,7 @@ def test_bayesact_compile_0_runs_the_kernels_uncompiled(monkeypatch: pytest.Monk
     from bayesact.kernels import recursion
 
     monkeypatch.setattr(recursion, "AUTO_MIN_ENTRIES", 1)
+    monkeypatch.setattr(recursion, "AUTO_MIN_EAGER_SECONDS", 0.0)
     for policy in (True, "auto"):
         for _ in range(4):  # "auto" would start compiling at its third call
             assert all(torch.equal(a, b) for a, b in zip(_erf(fused=policy), eager, strict=True))
@@ -132,6 +133,7 @@ def test_fused_auto_runs_eagerly_then_switches_to_the_verified_kernel(monkeypatc
     from bayesact.kernels import recursion
 
     monkeypatch.setattr(recursion, "AUTO_MIN_ENTRIES", 1)  # small inputs keep the test fast
+    monkeypatch.setattr(recursion, "AUTO_MIN_EAGER_SECONDS", 0.0)
     eager = _erf(fused=False)
     for _ in range(2):  # the first calls run eagerly (bit for bit) and start no compile
         assert all(torch.equal(a, b) for a, b in zip(_erf(fused="auto"), eager, strict=True))
@@ -187,6 +189,7 @@ def test_fused_auto_never_compiles_a_second_configuration_on_the_callers_thread(
     from bayesact.kernels import recursion
 
     monkeypatch.setattr(recursion, "AUTO_MIN_ENTRIES", 1)
+    monkeypatch.setattr(recursion, "AUTO_MIN_EAGER_SECONDS", 0.0)
     for _ in range(3):
         _erf(fused="auto")
     (erf_kernel,) = fresh_kernels.values()
@@ -212,6 +215,7 @@ def test_the_interpreter_exits_cleanly_during_a_background_compile(tmp_path) -> 
         "import torch\n"
         "from bayesact.kernels import nngp, recursion\n"
         "recursion.AUTO_MIN_ENTRIES = 1\n"
+        "recursion.AUTO_MIN_EAGER_SECONDS = 0.0\n"
         "x = torch.randn(20, 3, dtype=torch.float64)\n"
         "for _ in range(3):\n"
         "    nngp(x, activation='erf', depth=2)\n"
@@ -236,8 +240,29 @@ def test_fused_auto_counts_the_calls_of_one_configuration_as_one(name: str, monk
         raise AssertionError("the first two calls must not compile")
 
     monkeypatch.setattr(recursion, "AUTO_MIN_ENTRIES", 1)
+    monkeypatch.setattr(recursion, "AUTO_MIN_EAGER_SECONDS", 0.0)
     monkeypatch.setattr(torch, "compile", must_not_compile)
     x1, x2 = inputs(n=9, m=7)
     for _ in range(2):
         K.nngp(x1, x2, activation=name, depth=2, fused="auto")
     assert len(fresh_kernels) == 1
+
+
+def test_fused_auto_starts_no_compile_before_the_eager_calls_took_their_time(monkeypatch: pytest.MonkeyPatch,
+                                                                             fresh_kernels) -> None:
+    """A configuration compiles only after its eager calls took AUTO_MIN_EAGER_SECONDS in all: a short
+    run never starts a compile that competes with it for the CPU (here: never, with a huge bound)."""
+    from bayesact.kernels import recursion
+
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("must not compile before the eager calls took their time")
+
+    monkeypatch.setattr(recursion, "AUTO_MIN_ENTRIES", 1)
+    monkeypatch.setattr(recursion, "AUTO_MIN_EAGER_SECONDS", 1e9)
+    monkeypatch.setattr(torch, "compile", must_not_compile)
+    eager = _erf(fused=False)
+    for _ in range(5):
+        assert all(torch.equal(a, b) for a, b in zip(_erf(fused="auto"), eager, strict=True))
+    (kernel,) = fresh_kernels.values()
+    assert kernel.state == "new" and kernel.calls == 0
+    assert 0 < recursion._eager_seconds[kernel] < 60
