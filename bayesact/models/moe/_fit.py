@@ -149,9 +149,16 @@ def _mle(
     return {k: v.detach() for k, v in state.values().items()}, iters
 
 
-def _safe_log(p: Tensor) -> Tensor:
-    """log p with log 0 replaced by 0 (both ``where`` branches finite, so no NaN gradient)."""
-    return torch.where(p > 0, torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
+def _expected_log_gate(r: Tensor, weights: Tensor) -> Tensor:
+    """Σ_ik r_ik log π_k(x_i) / N with 0·log 0 = 0 and r·log 0 = -inf for r > 0 (no NaN gradient).
+
+    Reading log 0 as 0 (as this did before) made a gate step that switches off an expert where its
+    responsibility is positive look like a gain: EM's log-likelihood then fell (sparsemax, DSelect-k).
+    """
+    positive = weights > 0
+    log_w = torch.where(positive, torch.log(torch.where(positive, weights, torch.ones_like(weights))),
+                        torch.full_like(weights, -math.inf))
+    return torch.where(r > 0, r * log_w, torch.zeros_like(r)).sum() / r.shape[0]
 
 
 def _em(
@@ -168,6 +175,7 @@ def _em(
     gate_sites = [s.name for s in moe._sites if s.group == "gate"]
     expert_sites = [s.name for s in moe._sites if s.group == "expert"] + ["noise_std"]
     linear = isinstance(moe.expert, LinearExperts)
+    sparse = bool(getattr(moe.gate, "sparse", False))  # gates with exact zeros (see the gate step below)
     x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
     eye = torch.eye(x1.shape[1], dtype=x.dtype, device=x.device)
     previous = -math.inf
@@ -209,11 +217,21 @@ def _em(
             gstate = _Unconstrained(moe, {n: values[n] for n in gate_sites})
 
             def gate_objective(gstate: _Unconstrained = gstate, r: Tensor = r) -> Tensor:
+                if sparse:  # the observed log-likelihood, experts fixed: Q's -inf would freeze the supports
+                    return -moe.log_likelihood(x, y, {**values, **gstate.values()}).mean()
                 weights, _, _ = moe._components(x, {**values, **gstate.values()})
-                return -(r * _safe_log(weights)).sum() / x.shape[0]
+                return -_expected_log_gate(r, weights)
 
+            with torch.no_grad():
+                before = float(gate_objective())
             _lbfgs(gstate.leaves(gate_sites), gate_objective, 20, tol)
-            values.update({k: v.detach() for k, v in gstate.values().items()})
+            with torch.no_grad():
+                try:
+                    after = float(gate_objective())
+                except NUMERICAL_ERRORS:
+                    after = math.inf
+            if after <= before:  # a generalised M-step: keep the gate only if Q did not fall
+                values.update({k: v.detach() for k, v in gstate.values().items()})
         with torch.no_grad():
             current = float(moe.log_likelihood(x, y, values).mean())
         if history is not None:

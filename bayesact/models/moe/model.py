@@ -397,16 +397,18 @@ class GaussianMoE(PyroModule):
     ) -> MoEFit:
         """Maximum likelihood: argmax_θ Σ_i log p(y_i | x_i, θ), best of ``num_restarts`` starts.
 
-        ``method="mle"`` maximises the marginal log-likelihood directly (L-BFGS with strong Wolfe line search,
-        in each site's unconstrained space); ``method="em"`` runs EM (Jordan & Jacobs, 1994): E-step the
-        responsibilities r_ik, M-step weighted least squares for linear experts and
-        σ_k² = Σ_i r_ik (y_i - m_ik)² / Σ_i r_ik, and L-BFGS on Σ_ik r_ik log π_k(x_i) for the gate (and on
-        the expected complete-data log-likelihood for a custom expert module). For a top-K gate that gate
-        M-step cannot move a top-k set (Σ_ik r_ik log π_k is -inf as soon as a set loses a member), so its
-        gate step instead raises the observed log-likelihood with the experts fixed, across the jumps
-        (:mod:`bayesact.models.moe._topk_em`): a generalised EM whose log-likelihood never decreases.
-        Stops when the mean log-likelihood changes by < ``tol``. The best estimate is written into the model
-        (:meth:`point_values`); ``MoEFit.history`` has EM's mean log-likelihood after every iteration.
+        ``method="mle"`` maximises the marginal log-likelihood directly (L-BFGS with strong Wolfe line
+        search, in each site's unconstrained space); ``method="em"`` runs EM (Jordan & Jacobs, 1994):
+        E-step the responsibilities r_ik, M-step weighted least squares for linear experts and
+        σ_k² = Σ_i r_ik (y_i - m_ik)² / Σ_i r_ik, and L-BFGS on Σ_ik r_ik log π_k(x_i) for the gate (and
+        on the expected complete-data log-likelihood for a custom expert module). For a gate with exact
+        zeros (``gate.sparse``: sparsemax, DSelect-k) that gate objective is -inf once an expert with
+        r_ik > 0 is switched off, so the gate step maximises the observed log-likelihood with the experts
+        fixed instead; a gate step is kept only if its objective did not get worse. A top-K gate has its
+        own gate step (:mod:`bayesact.models.moe._topk_em`), which crosses the jumps of the top-k
+        partition. Either way EM's log-likelihood never decreases. Stops when the mean log-likelihood
+        changes by < ``tol``. The best estimate is written into the model (:meth:`point_values`);
+        ``MoEFit.history`` has EM's mean log-likelihood after every iteration.
 
         ``init``: free site values (every site, as :meth:`point_values` gives them) for the first restart;
         the other restarts start at random.
