@@ -294,22 +294,25 @@ def _vec_isa_key() -> tuple[str, list[str]] | None:
         return None
 
 
-def settle_vec_isa() -> bool:
+def settle_vec_isa(probe: bool = True) -> bool:
     """Tell Inductor (``config.cpp.vec_isa_ok``) that every vector ISA of this CPU works, when its
     probe accepted all of them, in this process or an earlier one (a :func:`compile_record` for
-    this torch, compiler and CPU). Without a record the probe runs here, once, as Inductor's
-    first CPU compile would run it anyway. Returns whether the probe is skipped from now on;
-    mixed results (or a user's own ``vec_isa_ok``) leave Inductor as it is. Setting it before
-    every compile, not only after a first one, keeps Inductor's cache keys (which include the
-    setting) the same in every process."""
+    this torch, compiler and CPU). Without a record the probe runs here (if ``probe``: the
+    compile is for CPU code), once, as Inductor's first CPU compile would run it anyway; a GPU
+    compile only reads the record. Returns whether the probe is skipped from now on; mixed
+    results (or a user's own ``vec_isa_ok``) leave Inductor as it is. Setting it before every
+    compile, not only after a first one, keeps Inductor's cache keys (which include the setting)
+    the same in every process."""
+    import torch._inductor.config as inductor_config
+
+    if inductor_config.cpp.vec_isa_ok is not None:  # set already: by us or by the user
+        return bool(inductor_config.cpp.vec_isa_ok)
     key = _vec_isa_key()
     if key is None:
         return False
-    import torch._inductor.config as inductor_config
-
-    if inductor_config.cpp.vec_isa_ok is not None:
-        return bool(inductor_config.cpp.vec_isa_ok)
     if compile_record(key[0]) is None:
+        if not probe:
+            return False
         try:
             from torch._inductor import cpu_vec_isa
 
@@ -500,7 +503,8 @@ class Compiled:
 
     def _compile(self, example: tuple[Any, ...]) -> Callable[..., Any]:
         use_persistent_cache()  # before Dynamo loads (it writes torch's default directory)
-        settle_vec_isa()
+        settle_vec_isa(probe=any(isinstance(t, torch.Tensor) and t.device.type == "cpu"
+                                 for t in _leaves(example)))
         if self.compiler is None and not torch._dynamo.is_dynamo_supported():
             raise RuntimeError(f"torch.compile is not supported on Python {sys.version.split()[0]}")
         label = "".join(c if c.isalnum() else "_" for c in self.name)

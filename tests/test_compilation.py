@@ -415,6 +415,8 @@ def test_the_vec_isa_probe_runs_once_per_machine_and_only_an_all_pass_result_ski
             return accepted
         return run
 
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe(["avx512", "avx2"]))
+    assert not C.settle_vec_isa(probe=False) and not probes  # a GPU compile never probes the CPU
     monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe(["avx2"]))  # one ISA failed
     assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is None
     monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe(["avx512", "avx2"]))
