@@ -30,6 +30,7 @@ import torch
 
 from bayesact import compilation
 from bayesact.infer.fast_math import FastMath
+from bayesact.infer.graph_passes import fetch_attr
 from bayesact.infer.integrator import (
     IntegratorState,
     Metric,
@@ -333,9 +334,7 @@ def nuts_kernels_key(
     h = hashlib.sha256(graph.code.encode())
     for node in graph.graph.nodes:
         if node.op == "get_attr":
-            value: Any = graph
-            for part in str(node.target).split("."):
-                value = getattr(value, part)
+            value = fetch_attr(graph, str(node.target))
             if isinstance(value, torch.Tensor):
                 h.update(_tensor_digest(value))
     return (f"nuts_kernels/{h.hexdigest()}/{tuple(z.shape)}/{z.dtype}/{z.device}/"

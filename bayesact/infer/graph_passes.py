@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["direct_calls", "simplify"]
+__all__ = ["direct_calls", "fetch_attr", "simplify"]
 
 aten = torch.ops.aten
 
@@ -64,7 +64,7 @@ def simplify(graph: GraphModule, *example: torch.Tensor) -> GraphModule:
         if node.op == "placeholder":
             values[node] = next(placeholders)
         elif node.op == "get_attr":
-            values[node] = _fetch(graph, str(node.target))
+            values[node] = fetch_attr(graph, str(node.target))
             constant.add(node)
         elif node.op == "call_function":
             args = torch.fx.node.map_arg(node.args, lambda n: values[n])
@@ -226,7 +226,8 @@ def _same_value_source(node: Node, values: dict[Node, Any], constant: set[Node])
     return None
 
 
-def _fetch(graph: GraphModule, target: str) -> Any:
+def fetch_attr(graph: GraphModule, target: str) -> Any:
+    """The attribute a ``get_attr`` node of ``graph`` reads (``target``: a dotted path)."""
     owner = graph
     *path, name = target.split(".")
     for part in path:

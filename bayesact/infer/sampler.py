@@ -8,6 +8,7 @@ in :mod:`bayesact.infer.checkpoint`, the compiled NUTS steps in :mod:`bayesact.i
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import threading
@@ -282,7 +283,7 @@ class _AutoCompile:
     def min_seconds(self) -> float:
         """The eager time the rest of the run must exceed for compiling to pay: less when this
         machine compiled the same steps before (a cache hit is several times faster)."""
-        key = self.run.kernels_key()
+        key = self.run.kernels_key
         expected = None if key is None else compilation.compile_record(key)
         return AUTO_MIN_SECONDS if expected is None else min(AUTO_MIN_SECONDS, AUTO_WARM_FACTOR * expected)
 
@@ -470,20 +471,22 @@ class _Run(RunLoop):
             warn_user(f"could not compile the NUTS steps ({exc!r}); running them eagerly")
             return None
         state.info["compile_seconds"] = state.info.get("compile_seconds", 0.0) + seconds
-        key = self.kernels_key(state)
+        key = self.kernels_key
         if key is not None:
             warm = compilation.compile_record(key) is not None
             compilation.record_compile(key, seconds if warm else AUTO_WARM_GUESS_SECONDS)
         return kernels
 
-    def kernels_key(self, state: SamplerState | None = None) -> str | None:
+    @functools.cached_property
+    def kernels_key(self) -> str | None:
         """The :func:`~bayesact.infer.compiled.nuts_kernels_key` of this run's NUTS steps (None
-        without a captured gradient graph)."""
-        graph, state = self.potential.graph, state or self.state
+        without a captured gradient graph), computed once: it hashes the data, and the state's
+        shape, dtype and device do not change during a run."""
+        graph = self.potential.graph
         if not isinstance(graph, torch.fx.GraphModule):
             return None
         try:
-            return nuts_kernels_key(graph, state.z, self.cfg.max_tree_depth, self.cfg.max_delta_energy)
+            return nuts_kernels_key(graph, self.state.z, self.cfg.max_tree_depth, self.cfg.max_delta_energy)
         except Exception:  # the key is only a hint for the compile policy: never fail a run on it
             return None
 
