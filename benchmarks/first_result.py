@@ -149,13 +149,10 @@ def run_numpyro(python: str | None, x: torch.Tensor, y: torch.Tensor, hidden: li
         Path(f"{tmp}/child.py").write_text(_NUMPYRO_CHILD)
         env = {**os.environ, "JAX_PLATFORMS": "cpu"}
         t0 = time.perf_counter()
-        done = subprocess.run([python, f"{tmp}/child.py", f"{tmp}/spec.json"], capture_output=True,
-                              text=True, env=env, check=False)
+        out = json_from_process([python, f"{tmp}/child.py", f"{tmp}/spec.json"], env)
         process_s = time.perf_counter() - t0
-        if done.returncode != 0:
-            print(done.stderr[-2000:], file=sys.stderr)
+        if out is None:
             return None
-        out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         out["process_s"] = process_s
         out["samples"] = dict(np.load(f"{tmp}/s.npz"))
     return out
@@ -311,14 +308,20 @@ def child_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def run_child(what: str, env: dict[str, str]) -> dict[str, Any] | None:
-    """``what`` run by :func:`child` in a new process with ``env``; its JSON, or None (failed)."""
-    done = subprocess.run([sys.executable, __file__, "--child", what], env=env, capture_output=True,
-                          text=True, check=False)
+def json_from_process(cmd: list[str], env: dict[str, str]) -> dict[str, Any] | None:
+    """Run ``cmd`` with ``env``; the JSON object on its last line of output, or None (the process
+    failed: the end of its stderr is printed)."""
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
         return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def run_child(what: str, env: dict[str, str]) -> dict[str, Any] | None:
+    """``what`` run by :func:`child` in a new process with ``env``; its JSON, or None (failed)."""
+    return json_from_process([sys.executable, __file__, "--child", what], env)
 
 
 _NT_CHILD = textwrap.dedent(
@@ -377,13 +380,7 @@ def run_nt(python: str | None, jobs: list[dict[str, Any]], w_std: float, b_std: 
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
         if threads == 1:  # XLA on one thread, like torch
             env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        done = subprocess.run([python, f"{tmp}/child.py", f"{tmp}/spec.json"], capture_output=True,
-                              text=True, env=env, check=False)
-        if done.returncode != 0:
-            print(done.stderr[-2000:], file=sys.stderr)
-            return None
-        out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return out
+        return json_from_process([python, f"{tmp}/child.py", f"{tmp}/spec.json"], env)
 
 
 def _kernel_runs(kernel: Any, x: torch.Tensor, act: str, max_wait: float,
@@ -419,11 +416,8 @@ def _fresh_first_call(kernel_name: str, act: str, n: int, threads: int | None) -
     """Our first call in a fresh process (seconds; the process's imports excluded)."""
     cmd = [sys.executable, __file__, "--child", f"kernel:{kernel_name}:{act}:{n}"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else dict(os.environ)
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        print(done.stderr[-2000:], file=sys.stderr)
-        return float("nan")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["first_call_s"])
+    out = json_from_process(cmd, env)
+    return float("nan") if out is None else float(out["first_call_s"])
 
 
 def section_kernels(args: argparse.Namespace, lines: list[str]) -> None:
@@ -576,19 +570,11 @@ def section_compile(args: argparse.Namespace, lines: list[str]) -> None:
     for what, label in labels.items():
         cache = tempfile.mkdtemp(prefix="first-result-cold-")
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-        results = []
-        for _ in ("cold", "warm"):
-            done = subprocess.run([sys.executable, __file__, "--child", what], env=env, capture_output=True,
-                                  text=True, check=False)
-            if done.returncode != 0:
-                print(done.stderr[-3000:], file=sys.stderr)
-                results.append(None)
-                continue
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        if None in results:
+        cold = run_child(what, env)
+        warm = run_child(what, env)  # a second process on the same cache directory
+        if cold is None or warm is None:
             lines.append(f"| {label} | failed | failed | – | – | – |")
             continue
-        cold, warm = results
         lines.append(f"| {label} | {cold['compile_s']:.3g} | {warm['compile_s']:.3g} | "
                      f"{cold['compile_s'] / max(warm['compile_s'], 1e-9):.3g} | "
                      f"{cold['first_call_s']:.3g} / {warm['first_call_s']:.3g} | {warm['fxgraph']} |")
