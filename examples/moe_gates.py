@@ -83,7 +83,7 @@ def main() -> None:
     with torch.no_grad():
         means = moe.expert(grid)
         for name, style in (("softmax", "-"), ("temperature", "--")):
-            weights = fits[name]._components(grid, fits[name].point_values())[0]
+            weights = fits[name].components(grid)[0]
             for k in range(3):
                 label = f"{name} gate" if k == 0 else None
                 axes[1].plot(grid[:, 0], weights[:, k], style, color=f"C{k}", label=label)

@@ -295,5 +295,6 @@ def fit_moe(
         )
     moe.set_point_values(best)
     return MoEFit(
-        log_likelihood=best_ll, restarts=restarts, method=method, iterations=iterations, history=histories
+        log_likelihood=best_ll, restarts=restarts, method=method, iterations=iterations, history=histories,
+        regularized=regularize,
     )

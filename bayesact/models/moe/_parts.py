@@ -34,10 +34,12 @@ class NoiseStd(nn.Module):
 @dataclass
 class MoEFit:
     """The result of :meth:`GaussianMoE.fit`: the best restart's mean log-likelihood per row, every
-    restart's, their iteration counts and (EM) every restart's mean log-likelihood after each iteration."""
+    restart's, their iteration counts, (EM) every restart's mean log-likelihood after each iteration, and
+    whether the fit was penalised by the gate's regulariser (``regularize``, resolved from ``None``)."""
 
     log_likelihood: float
     restarts: list[float] = field(default_factory=list)
     method: str = "mle"
     iterations: list[int] = field(default_factory=list)
     history: list[list[float]] = field(default_factory=list)
+    regularized: bool = False

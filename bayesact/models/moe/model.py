@@ -24,6 +24,7 @@ from ..likelihoods import Gaussian, Likelihood, MixtureLikelihood
 from ._fit import fit_moe
 from ._gating import build_gate, per_expert_gate_params
 from ._parts import LinearExperts, MoEFit, NoiseStd
+from .gates import DSelectKGate
 
 __all__ = ["GaussianMoE", "LinearExperts", "MoEFit"]
 
@@ -253,6 +254,20 @@ class GaussianMoE(PyroModule):
         means = functional_call(self._modules["expert"], params["expert"], (x,))  # type: ignore[arg-type]
         return weights, means, values["noise_std"]
 
+    def components(
+        self, x: Tensor, values: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The mixture's parts at x (N, d): (π(x) (N, K), the expert means m_k(x) (N, K), σ (K,)), so that
+        p(y | x) = Σ_k π_k(x) N(y; m_k(x), σ_k²).
+
+        π is the gate's output renormalised to sum to 1 with active interventions (:func:`mask_experts`,
+        :func:`force_experts`) applied, exactly what :meth:`log_likelihood`, :meth:`predict` and
+        :meth:`responsibilities` use. ``values``: free site values (default: the point estimate); the
+        result is differentiable in them.
+        """
+        x, _ = self._check_data(x, None)
+        return self._components(x, self.point_values() if values is None else values)
+
     def gate_regularization(self, x: Tensor, values: Mapping[str, Tensor] | None = None) -> Tensor:
         """The gate's own penalty ``gate.regularization(x)`` at the free site ``values`` (default: the point
         estimate); 0 for a gate without one (DSelect-k: the unreachable-code penalty plus its entropy
@@ -393,7 +408,7 @@ class GaussianMoE(PyroModule):
         tol: float = 1e-9,
         seed: int | None = None,
         init: Mapping[str, Tensor] | None = None,
-        regularize: bool = False,
+        regularize: bool | None = None,
     ) -> MoEFit:
         """Maximum likelihood: argmax_θ Σ_i log p(y_i | x_i, θ), best of ``num_restarts`` starts.
 
@@ -413,22 +428,29 @@ class GaussianMoE(PyroModule):
         ``init``: free site values (every site, as :meth:`point_values` gives them) for the first restart;
         the other restarts start at random.
 
-        ``regularize=True`` (``method="mle"`` only): penalised maximum likelihood, argmax_θ mean_i
-        log p(y_i | x_i, θ) − :meth:`gate_regularization` (x), as Hazimeh et al. (2021) train DSelect-k;
-        each restart first fits the experts and noise scales alone (10 L-BFGS iterations, the gate held at
-        its start), then everything; the best restart is the one with the highest penalised objective.
-        For DSelect-k both parts are needed: started jointly, the near-identical selectors move together
-        toward the one expert that best fits the still undifferentiated data and saturate (S' = 0, so the
-        gradient is exactly 0) at a one-expert fit; the warm-up alone avoids that but ends non-sparse.
+        ``regularize``: ``None`` (default) means on for a DSelect-k gate (:class:`DSelectKGate`) with
+        ``method="mle"`` and off otherwise (every other gate, any custom gate module, and EM: the plain
+        MLE as before); ``True``/``False`` force it on/off (``True`` needs ``method="mle"``). The result
+        says which was used (``MoEFit.regularized``). Regularised: penalised maximum likelihood,
+        argmax_θ mean_i log p(y_i | x_i, θ) − :meth:`gate_regularization` (x), as Hazimeh et al. (2021)
+        train DSelect-k; each restart first fits the experts and noise scales alone (10 L-BFGS
+        iterations, the gate held at its start), then everything; the best restart is the one with the
+        highest penalised objective. For DSelect-k both parts are needed: started jointly, the
+        near-identical selectors move together toward the one expert that best fits the still
+        undifferentiated data and saturate (S' = 0, so the gradient is exactly 0) at a one-expert fit
+        (18 of 120 restarts in ``tests/models/moe/test_dselect_recovery.py``, 0 of 120 regularised); the
+        warm-up alone avoids that but ends non-sparse. ``regularize=False`` gives the plain DSelect-k MLE.
         """
         check_int(num_restarts, "num_restarts")
         check_int(max_iter, "max_iter")
         if method not in ("mle", "em"):
             raise ValueError(f"'method' must be 'mle' or 'em', got {method!r}")
-        if not isinstance(regularize, bool):
-            raise ValueError(f"'regularize' must be a bool, got {regularize!r}")
+        if regularize is not None and not isinstance(regularize, bool):
+            raise ValueError(f"'regularize' must be a bool or None (auto), got {regularize!r}")
         if regularize and method != "mle":
             raise ValueError("'regularize' is implemented for method='mle' only, got method='em'")
+        if regularize is None:  # auto: the authors' penalised training for DSelect-k, the plain MLE otherwise
+            regularize = method == "mle" and isinstance(self._modules["gate"], DSelectKGate)
         x, yv = self._check_data(x, y)
         if yv is None:
             raise ValueError("'y' must be a tensor of targets, got None")

@@ -33,7 +33,7 @@ def test_masked_responsibilities_are_exactly_zero_and_the_rest_renormalise(gate:
     before = moe.responsibilities(x, y)
     with mask_experts(moe, [1, 3]):
         after = moe.responsibilities(x, y)
-        weights = moe._components(x, moe.point_values())[0]
+        weights = moe.components(x)[0]
     assert bool((after[:, [1, 3]] == 0).all())
     kept = before[:, [0, 2]]
     assert torch.allclose(after[:, [0, 2]], kept / kept.sum(-1, keepdim=True), atol=1e-12)
@@ -47,7 +47,7 @@ def test_masking_a_softmax_expert_equals_a_minus_infinity_logit() -> None:
     x, _ = data()
     logits = moe.gate.logits(x)
     with mask_experts(moe, 2):
-        masked = moe._components(x, moe.point_values())[0]
+        masked = moe.components(x)[0]
     expected = torch.softmax(logits.index_fill(-1, torch.tensor([2]), -torch.inf), dim=-1)
     assert torch.allclose(masked, expected, atol=1e-14)
 
@@ -61,7 +61,7 @@ def test_force_always_selects() -> None:
         pred = moe.predict(x)
     assert torch.allclose(pred.mean, x @ moe.expert.weight[2].detach() + moe.expert.bias[2].detach())
     with force_experts(moe, [0, 3]):
-        w = moe._components(x, moe.point_values())[0]
+        w = moe.components(x)[0]
     assert torch.equal(w, torch.tensor([0.5, 0, 0, 0.5], dtype=torch.float64).expand(50, 4))
 
 
@@ -69,10 +69,10 @@ def test_mask_with_sparse_gate_whose_mass_was_all_on_the_masked_expert() -> None
     """Top-1 rows that chose the masked expert fall back to the uniform distribution on the others."""
     moe = fitted_like("topk", k=1)
     x, _ = data()
-    chosen = moe._components(x, moe.point_values())[0].argmax(-1)
+    chosen = moe.components(x)[0].argmax(-1)
     target = int(chosen[0])
     with mask_experts(moe, [target]):
-        w = moe._components(x, moe.point_values())[0]
+        w = moe.components(x)[0]
     rows = chosen == target
     assert bool((w[:, target] == 0).all())
     assert torch.allclose(w[rows].sum(-1), torch.ones(int(rows.sum()), dtype=torch.float64))

@@ -38,7 +38,7 @@ def brute_force_log_likelihood(
 ) -> float:
     """log p(y | x) = log Σ_{z ∈ {0..K-1}^N} Π_i π_{z_i}(x_i) N(y_i; m_{z_i}(x_i), σ_{z_i}²), term by term
     in float64."""
-    weights, means, scale = moe._components(x, values)
+    weights, means, scale = moe.components(x, values)
     total = 0.0
     for z in itertools.product(range(moe.num_experts), repeat=x.shape[0]):
         term = 1.0
@@ -100,7 +100,7 @@ def test_gradients_finite_with_exact_zeros_in_the_gate() -> None:
     x = torch.linspace(-3, 3, 40, dtype=torch.float64)[:, None]
     y = 5 * torch.sin(x[:, 0])  # far from some experts: their log-densities are very negative
     values = {k: v.clone().requires_grad_(True) for k, v in random_values(moe, 3).items()}
-    weights, _, _ = moe._components(x, values)
+    weights, _, _ = moe.components(x, values)
     assert int((weights == 0).sum()) == 2 * 40  # exactly one expert per row
     ll = moe.log_likelihood(x, y, values).sum()
     ll.backward()
@@ -112,7 +112,7 @@ def test_gradients_finite_with_exact_zeros_in_the_gate() -> None:
     v32 = {k: v.float().requires_grad_(True) for k, v in random_values(moe, 4).items()}
     v32["gate.weight"].data.mul_(10)
     x32, y32 = x.float(), y.float()
-    assert bool((moe._components(x32, v32)[0] == 0).any())
+    assert bool((moe.components(x32, v32)[0] == 0).any())
     moe.log_likelihood(x32, y32, v32).sum().backward()
     assert all(bool(torch.isfinite(v.grad).all()) for v in v32.values() if v.grad is not None)
 
@@ -187,10 +187,34 @@ def test_predict_and_responsibilities() -> None:
     assert isinstance(pred, torch.distributions.MixtureSameFamily) and pred.batch_shape == (15,)
     assert torch.allclose(pred.log_prob(y), moe.log_likelihood(x, y), atol=1e-12)
     r = moe.responsibilities(x, y)
-    weights, means, scale = moe._components(x, values)
+    weights, means, scale = moe.components(x, values)
     joint = weights * torch.distributions.Normal(means, scale).log_prob(y[:, None]).exp()
     assert torch.allclose(r, joint / joint.sum(-1, keepdim=True), atol=1e-12)
     assert torch.allclose(pred.mean, (weights * means).sum(-1), atol=1e-12)
+
+
+def test_components_are_the_parts_of_predict_and_check_x() -> None:
+    """``components(x)`` (the public accessor the tests use) is (π, means, σ) of the point estimate: the
+    mixing probabilities (to rounding: Categorical renormalises) and the component locations and scales
+    (exactly) of ``predict(x)``; with ``values`` it evaluates there (differentiably), and a wrong x is a
+    clear error."""
+    moe = GaussianMoE(2, 3, gate="softmax").double()
+    moe.set_point_values(random_values(moe, 9))
+    x = torch.randn(15, 2, dtype=torch.float64)
+    weights, means, scale = moe.components(x)
+    pred = moe.predict(x)
+    assert torch.allclose(weights, pred.mixture_distribution.probs, atol=1e-15, rtol=0)
+    assert torch.equal(means, pred.component_distribution.loc)
+    assert torch.equal(scale.expand_as(means), pred.component_distribution.scale)
+    other = {k: v.clone().requires_grad_(True) for k, v in random_values(moe, 10).items()}
+    w_other, _, _ = moe.components(x, other)
+    assert not torch.allclose(w_other, weights)
+    w_other.sum(0)[0].backward()
+    assert other["gate.weight"].grad is not None and bool(other["gate.weight"].grad.abs().sum() > 0)
+    with pytest.raises(ValueError, match="'x' must have shape"):
+        moe.components(torch.randn(15, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        moe.components(torch.full((2, 2), math.nan, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -84,7 +84,7 @@ def test_gate_step_never_decreases_g_and_crosses_boundaries() -> None:
     x, y = simulate_moe(1000, true, seed=5)
     values = true.point_values()
     with torch.no_grad():
-        _, means, scale = true._components(x, values)
+        _, means, scale = true.components(x, values)
         log_n = torch.distributions.Normal(means, scale).log_prob(y[:, None])
     from bayesact.models.moe._fit import _lbfgs
 
@@ -95,7 +95,7 @@ def test_gate_step_never_decreases_g_and_crosses_boundaries() -> None:
         moe = truth()
         v = {**values, "gate.weight": w, "gate.bias": b}
         with torch.no_grad():
-            return float(moe.log_likelihood(x, y, v).sum()), moe._components(x, v)[0] > 0
+            return float(moe.log_likelihood(x, y, v).sum()), moe.components(x, v)[0] > 0
 
     g0, sets0 = g_and_sets(weight, bias)
     w1, b1, g1 = topk_gate_step(x, log_n, weight, bias, k=2, pinned=True, lbfgs=_lbfgs)
