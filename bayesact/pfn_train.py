@@ -47,7 +47,7 @@ from torch.distributions import Distribution, Gamma, LogNormal, Uniform
 from bayesact.infer import TrainResult, train_pfn
 from bayesact.infer.pfn_training import DatasetSampler
 from bayesact.models import PFN, BarDistribution
-from bayesact.models.pfn import standardized_borders
+from bayesact.models.pfn import StandardizedBorders, standardized_borders
 from bayesact.priors import GPDatasetPrior, MixtureDatasetPrior, PyroDatasetPrior
 
 __all__ = ["build_model", "build_prior", "load_config", "main", "prior_draws", "run"]
@@ -152,24 +152,27 @@ def prior_draws(prior: DatasetSampler, num_draws: int, seq_len: int,
 def build_model(spec: dict[str, Any], prior: DatasetSampler, seq_len: int) -> PFN:
     """A PFN sized by the config's ``model`` table, its borders equal-mass under the prior's y
     (``border_samples`` prior draws, default 100 000, from a fixed seed so every rank agrees).
-    With ``standardize_y`` the borders and the model's ``y_std_floor`` come from
-    :func:`~bayesact.models.pfn.standardized_borders` of those draws (the rule the model applies
-    to every training set). ``num_features`` defaults to the widest input the border draws showed."""
+    With ``standardize_y`` the borders and the model's ``y_std_floor``, ``y_prior_mean`` and
+    ``y_prior_std`` come from :func:`~bayesact.models.pfn.standardized_borders` of those draws (the
+    rule the model applies to every training set; the last two for training sets of n < 2 points).
+    ``num_features`` defaults to the widest input the border draws showed."""
     _check_keys(spec, _MODEL_KEYS, "model")
     gen = torch.Generator().manual_seed(int(spec.get("seed", 0)))
     num_buckets = spec.get("num_buckets", 1000)
     standardize = bool(spec.get("standardize_y", False))
     y, width = prior_draws(prior, int(spec.get("border_samples", 100_000)), seq_len, gen)
     if standardize:
-        borders, floor = standardized_borders(y, num_buckets)
+        fitted = standardized_borders(y, num_buckets)
     else:
-        borders, floor = BarDistribution.borders_from_samples(y.reshape(-1), num_buckets), 0.0
+        borders = BarDistribution.borders_from_samples(y.reshape(-1), num_buckets)
+        fitted = StandardizedBorders(borders, y_std_floor=0.0, y_prior_mean=0.0, y_prior_std=1.0)
     torch.manual_seed(int(spec.get("seed", 0)))
     return PFN(spec.get("num_features", width), num_buckets=num_buckets, emsize=spec.get("emsize", 256),
                nlayers=spec.get("nlayers", 4), nhead=spec.get("nhead", 4), nhid=spec.get("nhid"),
-               borders=borders, max_features=spec.get("max_features"),
-               query_self_attention=spec.get("query_self_attention", True),
-               standardize_y=standardize, y_std_floor=floor)
+               borders=fitted.borders, max_features=spec.get("max_features"),
+               query_self_attention=spec.get("query_self_attention", True), standardize_y=standardize,
+               y_std_floor=fitted.y_std_floor, y_prior_mean=fitted.y_prior_mean,
+               y_prior_std=fitted.y_prior_std)
 
 
 def _device(option: Any) -> str | None:

@@ -138,6 +138,13 @@ def test_model_borders_and_width_from_a_per_batch_mixture() -> None:
     draws, _ = prior_draws(prior, 2000, 10, torch.Generator().manual_seed(0))
     assert pfn.y_std_floor == pytest.approx(float(torch.quantile(draws.std(1).double(), 0.01)), rel=1e-12)
     assert 0.05 < pfn.y_std_floor < 1.0
+    # the prior predictive's location and scale, for training sets of n < 2: the pooled draws' mean and std
+    assert pfn.y_prior_mean == pytest.approx(float(draws.double().mean()), rel=1e-12)
+    assert pfn.y_prior_std == pytest.approx(float(draws.double().std()), rel=1e-12)
+    assert abs(pfn.y_prior_mean) < 0.5 and 1.5 < pfn.y_prior_std < 2.5  # outputscale 4: std 2.0
+    raw = build_model({"emsize": 8, "nlayers": 1, "nhead": 2, "num_buckets": 20, "border_samples": 2000},
+                      prior, 10)
+    assert (raw.y_prior_mean, raw.y_prior_std, raw.y_std_floor) == (0.0, 1.0, 0.0)
 
 
 def near_constant_mixture() -> MixtureDatasetPrior:
@@ -161,8 +168,10 @@ def test_cli_borders_are_the_library_rule_on_the_same_draws() -> None:
     z = ((y - mean) / scale).reshape(-1)
     assert torch.equal(pfn.borders, BarDistribution.borders_from_samples(z, 20))
     assert torch.equal(pfn.borders, standardized_borders(y, 20)[0])
-    stats = pfn._standardization(y)
-    assert stats is not None and torch.equal(stats[0], mean) and torch.equal(stats[1], scale)
+    # forward applies the same (m, s_eff): it maps the borders to m + s_eff · b
+    x = torch.zeros(*y.shape, 1)
+    mapped = mean.unsqueeze(-1) + scale.unsqueeze(-1) * pfn.borders
+    assert torch.equal(pfn(x, y, x[:, :1]).borders, mapped)
     old = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp(min=1e-12)  # the former rule
     assert not torch.equal(pfn.borders, BarDistribution.borders_from_samples(old.reshape(-1), 20))
 

@@ -8,8 +8,9 @@ approximates the prior's posterior predictive distribution (PPD) in one forward 
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -21,13 +22,15 @@ from bayesact.models.pfn.bar import BarDistribution
 from bayesact.models.pfn.transformer import PFNTransformer
 from bayesact.priors._checks import check_int, check_real
 
-__all__ = ["PFN", "PFN_FORMAT", "normal_borders", "standardization", "standardized_borders"]
+__all__ = ["PFN", "PFN_FORMAT", "StandardizedBorders", "normal_borders", "standardization",
+           "standardized_borders"]
 
 PFN_FORMAT = "bayesact.models.pfn/1"
 # the standardised scale is floored so that the narrowest mapped bucket spans this many units of rounding of y
 _ULPS_PER_BUCKET = 16
 _CONFIG_KEYS = ("num_features", "num_buckets", "emsize", "nlayers", "nhead", "nhid", "max_features",
-                "query_self_attention", "standardize_y", "bounded", "y_std_floor")
+                "query_self_attention", "standardize_y", "bounded", "y_std_floor", "y_prior_mean",
+                "y_prior_std")
 
 
 def normal_borders(num_buckets: int, dtype: torch.dtype | None = None) -> Tensor:
@@ -65,15 +68,29 @@ def standardization(
     return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
+class StandardizedBorders(NamedTuple):
+    """What :func:`standardized_borders` derives from prior draws of y; the field names are the
+    :class:`PFN` arguments they are for: ``PFN(..., standardize_y=True, **sb._asdict())``."""
+
+    borders: Tensor
+    y_std_floor: float
+    y_prior_mean: float
+    y_prior_std: float
+
+
 def standardized_borders(
     y: Tensor, num_buckets: int, *, floor_quantile: float = 0.01
-) -> tuple[Tensor, float]:
-    """Borders and ``y_std_floor`` for ``PFN(..., standardize_y=True)`` from prior draws ``y``
-    (num_datasets, n) on the prior's own scale: the floor is the ``floor_quantile`` quantile of the
-    per-dataset standard deviations (the prior gives a smaller spread to that fraction of its
-    datasets of n points), each dataset is standardised by :func:`standardization` with that
-    floor, and the borders are :meth:`BarDistribution.borders_from_samples` of the result, so they
-    are equal-mass under what the model sees in training."""
+) -> StandardizedBorders:
+    """Borders, ``y_std_floor``, ``y_prior_mean`` and ``y_prior_std`` for ``PFN(...,
+    standardize_y=True)`` from prior draws ``y`` (num_datasets, n) on the prior's own scale.
+
+    The floor is the ``floor_quantile`` quantile of the per-dataset standard deviations (the prior
+    gives a smaller spread to that fraction of its datasets of n points), each dataset is
+    standardised by :func:`standardization` with that floor, and the borders are
+    :meth:`BarDistribution.borders_from_samples` of the result, so they are equal-mass under what
+    the model sees in training. ``y_prior_mean`` and ``y_prior_std`` are the mean and standard
+    deviation of all draws pooled, the location and scale of the prior predictive p(y), which the
+    model uses for training sets of fewer than two points (see :class:`PFN`)."""
     if not isinstance(y, Tensor) or y.dim() != 2 or y.shape[1] < 2 or not y.is_floating_point():
         raise ValueError("'y' must be a floating-point tensor (num_datasets, n) with n >= 2, got "
                          f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
@@ -83,7 +100,10 @@ def standardized_borders(
         raise ValueError(f"'floor_quantile' must be a number in [0, 1), got {floor_quantile!r}")
     floor = float(torch.quantile(y.std(1).double(), float(floor_quantile)))
     mean, scale = standardization(y, std_floor=floor)
-    return BarDistribution.borders_from_samples(((y - mean) / scale).reshape(-1), num_buckets), floor
+    borders = BarDistribution.borders_from_samples(((y - mean) / scale).reshape(-1), num_buckets)
+    pooled = y.double()
+    std = float(pooled.std())
+    return StandardizedBorders(borders, floor, float(pooled.mean()), std if std > 0 else 1.0)
 
 
 class PFN(nn.Module):
@@ -116,9 +136,10 @@ class PFN(nn.Module):
             mask; ``False``: to the training tokens only, like the maintained PFNs library).
         standardize_y: standardise y_train per dataset (mean m, std s) before encoding and map the
             borders back to m + s_eff · b_k, so that the borders live in standardised units (TabPFN's
-            convention; datasets with fewer than two training points are not standardised). Default
-            off: the paper's GP/BNN PFNs see y on the prior's own scale. The scale is floored
-            (:func:`standardization`): s_eff = max(s, y_std_floor, 16 · eps · |m| / min_k(b_k - b_{k-1}))
+            convention; training sets of fewer than two points use the prior's ``y_prior_mean`` and
+            ``y_prior_std``, see there). Default off: the paper's GP/BNN PFNs see y on the prior's own
+            scale. The scale is floored (:func:`standardization`):
+            s_eff = max(s, y_std_floor, 16 · eps · |m| / min_k(b_k - b_{k-1}))
             (eps of the model's dtype). The last term makes every mapped bucket span at least 16 units
             of rounding of y ≈ m (1000 normal borders in float32: s_eff ≥ 7.6e-4 · |m|; in float64:
             1.4e-12 · |m|), so a (nearly) constant training set, whose s is rounding noise or 0, gives a
@@ -133,6 +154,21 @@ class PFN(nn.Module):
             deviation of the prior draws the borders come from: a spread the prior rarely produces is
             read as that spread, the scale the network learned in training (the floor applies there
             too, since training calls this model). Saved with the model (files without it load with 0).
+        y_prior_mean: μ, the location of the prior predictive p(y) (only with ``standardize_y``;
+            default 0).
+        y_prior_std: σ > 0, its scale (only with ``standardize_y``; default 1). A training set of
+            n < 2 points has no standard deviation, so it is standardised with (m, s) = (μ, σ)
+            instead of its own, and s_eff = max(σ, 16 · eps · |μ| / min_k(b_k - b_{k-1})).
+            :func:`standardized_borders` (used by ``python -m bayesact.pfn_train``) sets them to
+            the mean and standard deviation of the pooled prior draws, so at n = 0 the query's
+            standardised y has mean 0 and variance 1 under the prior, the scale the borders were
+            cut for. For n = 1 the prior's (μ, σ) is also right, not m = y_1: a fixed affine map
+            keeps all the information in y_1, whereas centring at y_1 would always encode the
+            single y as 0 and hide y_1 - μ, on which the PPD depends (a GP's posterior mean
+            shrinks towards the prior mean: μ + k(x, x_1) (y_1 - μ) / (k(x_1, x_1) + σ_ε²)).
+            Training calls this model, so it learns n < 2 under the same rule. With the defaults
+            the map is the identity: y is seen on its own scale at n < 2 (the behaviour of files
+            written before these settings, which load with them).
         bounded: output the bounded bar distribution (support [b_0, b_K]) instead of the
             full-support one.
     """
@@ -155,6 +191,8 @@ class PFN(nn.Module):
         standardize_y: bool = False,
         bounded: bool = False,
         y_std_floor: float = 0.0,
+        y_prior_mean: float = 0.0,
+        y_prior_std: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_features = check_int(num_features, "num_features")
@@ -195,6 +233,14 @@ class PFN(nn.Module):
         self.y_std_floor = check_real(y_std_floor, "y_std_floor", allow_zero=True)
         if self.y_std_floor and not self.standardize_y:
             raise ValueError("'y_std_floor' applies only with standardize_y=True")
+        if isinstance(y_prior_mean, bool) or not isinstance(y_prior_mean, int | float) or not math.isfinite(
+            y_prior_mean
+        ):
+            raise ValueError(f"'y_prior_mean' must be a finite number, got {y_prior_mean!r}")
+        self.y_prior_mean = float(y_prior_mean)
+        self.y_prior_std = check_real(y_prior_std, "y_prior_std")
+        if (self.y_prior_mean, self.y_prior_std) != (0.0, 1.0) and not self.standardize_y:
+            raise ValueError("'y_prior_mean' and 'y_prior_std' apply only with standardize_y=True")
         self.bounded = bool(bounded)
         self.register_buffer("borders", borders)
         self.x_encoder = nn.Linear(self.max_features, self.emsize)
@@ -295,10 +341,18 @@ class PFN(nn.Module):
 
     def _standardization(self, y_train: Tensor) -> tuple[Tensor, Tensor] | None:
         """Per-dataset (mean m, floored std s_eff), each (B, 1), when ``standardize_y`` applies
-        (:func:`standardization`; the floors are explained in the class docstring)."""
-        if not self.standardize_y or y_train.shape[1] < 2:
+        (:func:`standardization`; the floors and the rule for n < 2 are explained in the class
+        docstring); None for the identity."""
+        if not self.standardize_y:
             return None
-        return standardization(y_train, std_floor=self.y_std_floor, min_width=self.borders.diff().min())
+        min_width = self.borders.diff().min()
+        if y_train.shape[1] >= 2:
+            return standardization(y_train, std_floor=self.y_std_floor, min_width=min_width)
+        if (self.y_prior_mean, self.y_prior_std) == (0.0, 1.0):
+            return None
+        mean = y_train.new_full((y_train.shape[0], 1), self.y_prior_mean)
+        rounding = _ULPS_PER_BUCKET * torch.finfo(y_train.dtype).eps * abs(self.y_prior_mean) / min_width
+        return mean, torch.clamp(rounding, min=self.y_prior_std).expand_as(mean)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x_train: Tensor, y_train: Tensor, x_test: Tensor) -> BarDistribution:
