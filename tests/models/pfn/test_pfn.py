@@ -38,6 +38,20 @@ def data(b: int = 2, n: int = 7, m: int = 5, d: int = 3, dtype: torch.dtype = to
 
 
 # ---------------------------------------------------------------------- the attention pattern
+def split_heads(layer: PFNLayer, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (B, H, L, D) from the layer's public ``qkv`` projection: its E-wide output blocks are
+    q, k and v, each the H heads side by side (the in-projection layout of torch.nn.MultiheadAttention)."""
+    b, length, e = tokens.shape
+    q, k, v = layer.qkv(tokens).split(e, dim=-1)
+    return tuple(t.reshape(b, length, layer.nhead, layer.head_dim).transpose(1, 2) for t in (q, k, v))
+
+
+def merge_heads(layer: PFNLayer, heads: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, D) -> the output projection of the heads concatenated, (B, L, E)."""
+    b, h, length, d = heads.shape
+    return layer.out(heads.transpose(1, 2).reshape(b, length, h * d))
+
+
 def masked_layer(
     layer: PFNLayer, train: torch.Tensor, query: torch.Tensor, self_attention: bool
 ) -> torch.Tensor:
@@ -48,10 +62,10 @@ def masked_layer(
     allowed[:, :n] = True
     if self_attention:
         allowed[n:, n:] = torch.eye(m, dtype=torch.bool)
-    q, k, v = layer._heads(tokens)
+    q, k, v = split_heads(layer, tokens)
     scores = q @ k.transpose(-1, -2) / math.sqrt(layer.head_dim)
     att = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1).nan_to_num(0.0) @ v
-    h = layer.norm1(tokens + layer._merge(att))
+    h = layer.norm1(tokens + merge_heads(layer, att))
     h = layer.norm2(h + layer.ff2(F.gelu(layer.ff1(h))))
     return h[:, n:]
 
@@ -79,18 +93,18 @@ def test_query_attention_equals_the_masked_full_sequence(self_attention: bool, n
 def test_training_tokens_attend_only_to_training_tokens() -> None:
     model = random_pfn(dtype=torch.float64)
     x, y, _ = data(dtype=torch.float64)
-    layer = model.transformer._layers()[0]
+    layer = model.transformer.layers[0]
     train = model.x_encoder(x) + model.y_encoder(y.unsqueeze(-1))
     new_train, _ = layer.train_step(train)
-    q, k, v = layer._heads(train)
+    q, k, v = split_heads(layer, train)
     scores = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(layer.head_dim), -1)
-    h = layer.norm1(train + layer._merge(scores @ v))
+    h = layer.norm1(train + merge_heads(layer, scores @ v))
     torch.testing.assert_close(new_train, layer.norm2(h + layer.ff2(F.gelu(layer.ff1(h)))))
 
 
 def test_residual_branches_start_at_zero() -> None:
     model = PFN(2, num_buckets=10, emsize=8, nlayers=2, nhead=2)
-    for layer in model.transformer._layers():
+    for layer in model.transformer.layers:
         for lin in (layer.out, layer.ff2):
             assert torch.count_nonzero(lin.weight) == 0 and torch.count_nonzero(lin.bias) == 0
 
