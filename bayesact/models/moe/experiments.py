@@ -24,8 +24,9 @@ from .model import GaussianMoE, LinearExperts
 __all__ = ["PARAM_KEYS", "mixing_params", "relabel", "simulate_moe", "voronoi_loss"]
 
 PARAM_KEYS = ("gate_weight", "gate_bias", "expert_weight", "expert_bias", "noise_std")
-#: r̄(m) for Voronoi cells of m fitted atoms (Nguyen, Nguyen & Ho, NeurIPS 2023; restated by Hai et al., 2025):
-#: the smallest r for which their system of polynomial equations has no non-trivial solution
+#: r̄(m) for Voronoi cells of m fitted atoms (Nguyen, Nguyen & Ho, NeurIPS 2023, Lemma 1: the smallest r for
+#: which their system of polynomial equations has no non-trivial solution); the values are those of the
+#: authors' simulation code (Trung-TinNGUYEN/CRPE-SGaME, discrepancies.py: ``rbar = [0,1,4,6]``)
 RBAR = {2: 4.0, 3: 6.0}
 
 
@@ -125,15 +126,15 @@ def voronoi_loss(
     """The Voronoi loss between a fitted and a true softmax-gated Gaussian MoE.
 
     From "Demystifying Softmax Gating Function in Gaussian Mixture of Experts" (Nguyen, Nguyen & Ho,
-    NeurIPS 2023), as restated in "Dendrograms of Mixing Measures for Softmax-Gated Gaussian Mixture of
-    Experts" (Hai et al., arXiv:2510.12744). Each fitted expert i goes to the cell A_j of its nearest true
-    expert j; with Δ the fitted-minus-true differences and ν = σ² the variance,
+    NeurIPS 2023), in the form of the authors' simulation code (Trung-TinNGUYEN/CRPE-SGaME,
+    ``discrepancies.py``). Each fitted expert i goes to the cell A_j of its nearest true expert j; with Δ
+    the fitted-minus-true differences and ν = σ² the variance,
 
         D = Σ_j |Σ_{i∈A_j} exp(β̂_0i) − exp(β*_0j)|
             + Σ_{j: |A_j|=1} Σ_{i∈A_j} exp(β̂_0i) (‖Δβ_1‖ + ‖Δa‖ + |Δb| + |Δν|)
-            + Σ_{j: |A_j|>1} Σ_{i∈A_j} exp(β̂_0i) (‖(Δβ_1, Δb)‖^r̄ + ‖(Δa, Δν)‖^{r̄/2}),  r̄ = r̄(|A_j|),
+            + Σ_{j: |A_j|>1} Σ_{i∈A_j} exp(β̂_0i) (‖Δβ_1‖^r̄ + |Δb|^r̄ + ‖Δa‖^{r̄/2} + |Δν|^{r̄/2}),
 
-    with r̄ from ``rbar`` (default :data:`RBAR`: r̄(2) = 4, r̄(3) = 6; a larger cell needs an entry).
+    r̄ = r̄(|A_j|) from ``rbar`` (default :data:`RBAR`: r̄(2) = 4, r̄(3) = 6; a larger cell needs an entry).
 
     The papers take the infimum over the gate's translations (t_0, t_1) and build the cells from
     (β_1, a, b, ν). Here the translation is fixed in closed form instead, so D is an upper bound of the
@@ -177,7 +178,7 @@ def voronoi_loss(
             if size == 1:
                 loss = loss + mass_hat[i] * (d_beta + d_a + d_b + d_nu)
             else:
-                loss = loss + mass_hat[i] * (torch.hypot(d_beta, d_b) ** r1 + torch.hypot(d_a, d_nu) ** r2)
+                loss = loss + mass_hat[i] * (d_beta**r1 + d_b**r1 + d_a**r2 + d_nu**r2)
     return float(loss)
 
 

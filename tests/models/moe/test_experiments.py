@@ -66,8 +66,10 @@ def test_voronoi_loss_singleton_cells_use_first_powers() -> None:
 
 def test_voronoi_loss_two_atom_cell_uses_rbar_powers_and_an_empty_cell_costs_its_mass() -> None:
     """Expert 0 split into two atoms at (β_1 ± γ, b ∓ δ) with half the mass each: the cell of size 2 costs
-    ‖(Δβ_1, Δb)‖^4 = (γ² + δ²)² per atom (r̄(2) = 4, the joint norm of the papers' form); the true expert 2,
-    left without a fitted atom, costs exp(β*_02) = 1 in the mass term."""
+    ‖Δβ_1‖^4 + |Δb|^4 = γ⁴ + δ⁴ per atom (r̄(2) = 4 on each difference separately, as the authors' code
+    computes it; regression: the joint norm ‖(Δβ_1, Δb)‖^4 = (γ² + δ²)², used before, is 2γ²δ² = 0.0008
+    larger per atom here); the true expert 2, left without a fitted atom, costs exp(β*_02) = 1 in the mass
+    term."""
     true = {k: v.clone() for k, v in TRUE3.items()}
     delta, gamma = 0.1, 0.2
     split = {k: torch.cat([v[:1], v[:1], v[1:2]]) for k, v in true.items()}
@@ -80,7 +82,7 @@ def test_voronoi_loss_two_atom_cell_uses_rbar_powers_and_an_empty_cell_costs_its
     shift = math.log(total_fit) - math.log(total_true)
     m0, m2 = math.exp(0.5 - math.log(2) - shift), math.exp(-shift)
     # β_1 translation: the mean over the cell pairs of β̂_1i − β*_1j is (γ − γ + 0) / 3 = 0
-    expected = abs(2 * m0 - math.exp(0.5)) + abs(m2 - 1.0) + 1.0 + 2 * m0 * (gamma**2 + delta**2) ** 2
+    expected = abs(2 * m0 - math.exp(0.5)) + abs(m2 - 1.0) + 1.0 + 2 * m0 * (gamma**4 + delta**4)
     assert voronoi_loss(split, true) == pytest.approx(expected, rel=1e-10)
     with pytest.raises(ValueError, match="rbar"):
         voronoi_loss(split, true, rbar={3: 6.0})
