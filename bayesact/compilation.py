@@ -74,6 +74,7 @@ __all__ = [
     "fallbacks",
     "is_enabled",
     "outputs_close",
+    "private_subdir",
     "record_compile",
     "set_enabled",
     "settle_vec_isa",
@@ -208,6 +209,12 @@ def cache_dir() -> Path:
         if _cache_dir is None:
             _cache_dir = _private_dir(_default_cache_root())
         return _cache_dir
+
+
+def private_subdir(name: str) -> Path:
+    """``cache_dir() / name``, created with mode 0700 and checked like :func:`cache_dir` (a
+    fresh private temporary directory, with a :class:`CacheDirWarning`, when unsafe)."""
+    return _private_dir(cache_dir() / name)
 
 
 _persistent_configured = False

@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -51,7 +51,8 @@ from bayesact.infer.nuts_tree import (
 )
 
 __all__ = [
-    "CompileFailed", "CompiledFunction", "compile_nuts_kernels", "detach_constants", "nuts_kernels_key",
+    "CompileFailed", "CompiledFunction", "FlatTrace", "PairExample", "compile_nuts_kernels",
+    "detach_constants", "nuts_kernels_key", "nuts_pair_example", "trace_flat", "with_finite_example",
 ]
 
 
@@ -161,15 +162,60 @@ def _layout(flat: Sequence[torch.Tensor]) -> tuple:
     return tuple((t.shape, t.stride(), t.dtype, t.device) for t in flat)
 
 
+class FlatTrace(NamedTuple):
+    """A pure function of tensors and NamedTuples of tensors traced to a graph of ATen
+    operations on flat tensor lists (:func:`trace_flat`)."""
+
+    graph: torch.fx.GraphModule  # flat tensors in, flat tensors out
+    flat: list[torch.Tensor]  # the example arguments, flattened (repeated tensors copied)
+    in_spec: list[type | None]  # per argument: None (a tensor) or its NamedTuple type
+    out_spec: list[type | None]  # the same for the outputs
+    single: bool  # the function returns one tensor
+    settings: dict[str, Any]  # Inductor settings the graph's fast math needs
+
+    def unflatten(self, out: Sequence[torch.Tensor]) -> Any:
+        """The function's result from the graph's flat outputs."""
+        return out[0] if self.single else _unflatten(out, self.out_spec)
+
+
+def trace_flat(fn: Callable[..., Any], example_args: Sequence[Any], fast_math: bool = True) -> FlatTrace:
+    """``fn`` traced at ``example_args`` with ``make_fx`` to a graph on flat tensor lists (float32
+    CPU ``tanh`` rewritten by :mod:`~bayesact.infer.fast_math` when ``fast_math``; constants that
+    require grad detached, see :func:`detach_constants`)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    in_spec = [_arg_spec(a) for a in example_args]
+    ref = fn(*example_args)
+    single = isinstance(ref, torch.Tensor)
+    out_spec = [_arg_spec(o) for o in ((ref,) if single else tuple(ref))]
+
+    def flat_fn(*flat: torch.Tensor) -> list[torch.Tensor]:
+        out = fn(*_unflatten(flat, in_spec))
+        return _flatten((out,) if single else out)
+
+    # make_fx tracks tensors by identity: a tensor passed twice (a one-point tree has the
+    # same tensors at both ends) would become one graph input read for both arguments,
+    # and later calls with distinct tensors would silently compute with the wrong one
+    flat = _distinct(_flatten(example_args))
+    # the warning filters are process-wide: only the main thread silences tracing chatter
+    main = threading.current_thread() is threading.main_thread()
+    with warnings.catch_warnings() if main else contextlib.nullcontext():
+        if main:
+            warnings.simplefilter("ignore")
+        math = FastMath(fast_math)
+        graph = detach_constants(make_fx(flat_fn, decomposition_table=math.table)(*flat))
+    return FlatTrace(graph, flat, in_spec, out_spec, single, math.inductor_settings())
+
+
 class CompiledFunction:
     """A pure function of tensors and NamedTuples of tensors, compiled once by TorchInductor
     through :func:`bayesact.compilation.compiled` (one cache, one verification, one warning).
 
-    ``fn`` is traced to a graph of ATen operations (``make_fx``; float32 CPU ``tanh`` rewritten
-    by :mod:`~bayesact.infer.fast_math` when ``fast_math``), and that graph is compiled and
-    verified against itself run eagerly (with fast math the graph computes slightly different
-    numbers than ``fn``; a NUTS leaf's accept and U-turn flags can flip on a last-digit
-    difference; the approximation has its own tests).
+    ``fn`` is traced to a graph of ATen operations (:func:`trace_flat`: ``make_fx``; float32 CPU
+    ``tanh`` rewritten by :mod:`~bayesact.infer.fast_math` when ``fast_math``), and that graph is
+    compiled and verified against itself run eagerly (with fast math the graph computes
+    slightly different numbers than ``fn``; a NUTS leaf's accept and U-turn flags can flip on a
+    last-digit difference; the approximation has its own tests).
 
     Args:
         fn: the pure function (returns a tensor, or a tuple of tensors and NamedTuples).
@@ -185,44 +231,28 @@ class CompiledFunction:
 
     Attributes:
         compile_seconds: time spent tracing and compiling (all layouts so far).
+        trace: the :class:`FlatTrace` that was compiled.
     """
 
     def __init__(
         self, fn: Callable[..., Any], example_args: Sequence[Any], fast_math: bool = True,
         name: str = "infer_function",
     ) -> None:
-        from torch.fx.experimental.proxy_tensor import make_fx
-
         if not compilation.is_enabled():
             raise CompileFailed(f"compilation is off ({compilation.ENV_VAR}=0 or set_enabled(False))")
         self.fn = fn
         self.fast_math = fast_math
-        self.in_spec = [_arg_spec(a) for a in example_args]
-        ref = fn(*example_args)
-        self.single = isinstance(ref, torch.Tensor)
-        outs = (ref,) if self.single else tuple(ref)
-        self.out_spec = [_arg_spec(o) for o in outs]
-        # make_fx tracks tensors by identity: a tensor passed twice (a one-point tree has the
-        # same tensors at both ends) would become one graph input read for both arguments,
-        # and later calls with distinct tensors would silently compute with the wrong one
-        flat = _distinct(_flatten(example_args))
         t0 = time.perf_counter()
-        # the warning filters are process-wide: only the main thread silences tracing chatter
-        main = threading.current_thread() is threading.main_thread()
-        with warnings.catch_warnings() if main else contextlib.nullcontext():
-            if main:
-                warnings.simplefilter("ignore")
-            math = FastMath(self.fast_math)
-            self.graph = detach_constants(make_fx(self._flat_fn, decomposition_table=math.table)(*flat))
-        settings = math.inductor_settings()
+        self.trace = trace_flat(fn, example_args, fast_math)
+        self.graph = self.trace.graph
         layouts: list[_InductorLayouts] = []
 
         def compiler(graph: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..., Any]:
-            layouts.append(_InductorLayouts(self.graph, example, settings))
+            layouts.append(_InductorLayouts(self.graph, example, self.trace.settings))
             return layouts[-1]
 
         self._compiled = compilation.compiled(self.graph, name=name, compiler=compiler)
-        ready = self._compiled.prepare(*flat)
+        ready = self._compiled.prepare(*self.trace.flat)
         self._layouts = layouts
         self._trace_seconds = time.perf_counter() - t0 - sum(x.seconds for x in layouts)
         if not ready:
@@ -232,15 +262,8 @@ class CompiledFunction:
     def compile_seconds(self) -> float:
         return self._trace_seconds + sum(x.seconds for x in self._layouts)
 
-    def _flat_fn(self, *flat: torch.Tensor) -> list[torch.Tensor]:
-        out = self.fn(*_unflatten(flat, self.in_spec))
-        return _flatten((out,) if self.single else out)
-
     def __call__(self, *args: Any) -> Any:
-        out = self._compiled.run(*_flatten(args))
-        if self.single:
-            return out[0]
-        return _unflatten(out, self.out_spec)
+        return self.trace.unflatten(self._compiled.run(*_flatten(args)))
 
 
 class _Counted:
@@ -254,6 +277,67 @@ class _Counted:
     def __call__(self, *args: Any) -> Any:
         self.counter.calls += self.gradients
         return self.fn(*args)
+
+
+class PairExample(NamedTuple):
+    """The eager NUTS leaf and pair-of-leaves steps for one sampler state, and example arguments
+    of the pair built from that state as a transition builds them (so the real calls have the
+    same layouts): ``args(signed_step)``, with ``signed_step`` the state's own."""
+
+    leaf: Callable[..., tuple[SubtreeState, torch.Tensor]]
+    pair: Callable[..., tuple[SubtreeState, torch.Tensor]]
+    args: Callable[[torch.Tensor], tuple[Any, ...]]
+    signed_step: torch.Tensor
+
+
+def nuts_pair_example(
+    potential_and_grad: PotentialAndGrad,
+    z: torch.Tensor,
+    potential: torch.Tensor,
+    grad: torch.Tensor,
+    step_size: torch.Tensor,
+    inverse_mass: torch.Tensor,
+    max_tree_depth: int,
+    max_delta_energy: float,
+) -> PairExample:
+    """The :class:`PairExample` of this state: one tree started from (z, potential, grad) with
+    a fixed-seed momentum, its first leaf taken with a zero step."""
+    c, d = z.shape
+    slots = max(max_tree_depth, 1)
+    gen = torch.Generator(device=z.device).manual_seed(0)
+    r0 = torch.randn(c, d, generator=gen, dtype=z.dtype, device=z.device)
+    v0 = velocity(Metric(inverse_mass, inverse_mass), r0)
+    energy0 = potential + 0.5 * (r0 * v0).sum(-1)
+    tree = tree_init(IntegratorState(z, r0, potential, grad), v0, energy0)
+    zeros = torch.zeros(c, dtype=z.dtype, device=z.device)
+    ckpt = z.new_zeros(slots, c, d)
+    forward = torch.arange(c, device=z.device) % 2 == 0
+    sub, signed_step = subtree_start(tree, forward, step_size, energy0, zeros, zeros.clone(), ckpt,
+                                     ckpt.clone())
+    log_u = torch.rand(3, c, generator=gen, dtype=z.dtype, device=z.device).log()
+    opts: dict[str, Any] = {"potential_and_grad": potential_and_grad, "max_delta_energy": max_delta_energy}
+    store, check = slot_table(slots, z.device)[0]
+    leaf: Callable[..., tuple[SubtreeState, torch.Tensor]] = functools.partial(subtree_leaf, **opts)
+    sub1, _ = leaf(sub, tree.active, signed_step * 0.0, inverse_mass, energy0, log_u[0], store, check)
+    pstore, pcheck = pair_table(slots, z.device)[0]
+    pair: Callable[..., tuple[SubtreeState, torch.Tensor]] = functools.partial(subtree_leaf_pair, **opts)
+    return PairExample(
+        leaf, pair,
+        lambda step: (sub1, tree.active, step, inverse_mass, energy0, log_u[:2], pstore, pcheck),
+        signed_step,
+    )
+
+
+def with_finite_example(build: Callable[[tuple[Any, ...]], Any], example: PairExample) -> Any:
+    """``build(example.args(signed_step))``; when that raises a numerical failure (the example
+    leaf stepped where the potential fails, e.g. a Cholesky of a non-PD matrix), built again
+    with a zero step (at a point where the potential is finite)."""
+    try:
+        return build(example.args(example.signed_step))
+    except Exception as exc:  # re-raised below unless numerical
+        if not is_numerical_failure(exc):
+            raise
+    return build(example.args(example.signed_step * 0.0))
 
 
 def compile_nuts_kernels(
@@ -275,44 +359,16 @@ def compile_nuts_kernels(
     boundaries (under 10 calls per transition) run eagerly (the captured gradient graph, the
     pure steps of :mod:`~bayesact.infer.nuts_tree`); compiling them too cost about as much
     compile time again (three graphs instead of one) for well under 1 % of the sampling time.
-    The example inputs are built from the sampler's state as a transition builds them, so the
-    real calls have the same layouts. Returns the kernels (leaves counted on ``counter.calls``) and the
-    compile time in seconds. When an example leaf steps where the potential raises a numerical
-    failure (e.g. a Cholesky of a non-PD matrix), it is built again with a zero step (at a
-    point where the potential is finite); at run time such a failure inside a compiled leaf
-    is redone by the eager leaf (see :func:`~bayesact.infer.hmc_core.nuts_transition`).
+    The example inputs come from :func:`nuts_pair_example`. Returns the kernels (leaves counted
+    on ``counter.calls``) and the compile time in seconds. A numerical failure at the example
+    is handled by :func:`with_finite_example`; at run time such a failure inside a compiled
+    leaf is redone by the eager leaf (see :func:`~bayesact.infer.hmc_core.nuts_transition`).
     """
-    c, d = z.shape
-    slots = max(max_tree_depth, 1)
-    gen = torch.Generator(device=z.device).manual_seed(0)
-    r0 = torch.randn(c, d, generator=gen, dtype=z.dtype, device=z.device)
-    v0 = velocity(Metric(inverse_mass, inverse_mass), r0)
-    energy0 = potential + 0.5 * (r0 * v0).sum(-1)
-    tree = tree_init(IntegratorState(z, r0, potential, grad), v0, energy0)
-    zeros = torch.zeros(c, dtype=z.dtype, device=z.device)
-    ckpt = z.new_zeros(slots, c, d)
-    forward = torch.arange(c, device=z.device) % 2 == 0
-    sub, signed_step = subtree_start(tree, forward, step_size, energy0, zeros, zeros.clone(), ckpt,
-                                     ckpt.clone())
-    log_u = torch.rand(3, c, generator=gen, dtype=z.dtype, device=z.device).log()
-    opts: dict[str, Any] = {"potential_and_grad": potential_and_grad, "max_delta_energy": max_delta_energy}
-    store, check = slot_table(slots, z.device)[0]
-
-    def compiled(fn: Callable[..., Any], name: str, example: Callable[[torch.Tensor], tuple],
-                 ) -> CompiledFunction:
-        try:
-            return CompiledFunction(fn, example(signed_step), name=name)
-        except Exception as exc:  # re-raised below unless numerical
-            if not is_numerical_failure(exc):
-                raise
-        return CompiledFunction(fn, example(signed_step * 0.0), name=name)
-
-    leaf: Callable[..., tuple[SubtreeState, torch.Tensor]] = functools.partial(subtree_leaf, **opts)
-    sub1, _ = leaf(sub, tree.active, signed_step * 0.0, inverse_mass, energy0, log_u[0], store, check)
-    pstore, pcheck = pair_table(slots, z.device)[0]
-    pair = compiled(functools.partial(subtree_leaf_pair, **opts), "nuts_leaf_pair",
-                    lambda step: (sub1, tree.active, step, inverse_mass, energy0, log_u[:2], pstore, pcheck))
-    kernels = NutsKernels(_Counted(leaf, counter, 1), _Counted(pair, counter, 2), merge_and_start)
+    example = nuts_pair_example(potential_and_grad, z, potential, grad, step_size, inverse_mass,
+                                max_tree_depth, max_delta_energy)
+    pair = with_finite_example(lambda args: CompiledFunction(example.pair, args, name="nuts_leaf_pair"),
+                               example)
+    kernels = NutsKernels(_Counted(example.leaf, counter, 1), _Counted(pair, counter, 2), merge_and_start)
     return kernels, pair.compile_seconds
 
 

@@ -23,7 +23,7 @@ import pyro.poutine as poutine
 import torch
 from tqdm.auto import tqdm
 
-from bayesact import compilation
+from bayesact import compilation, compile_packages
 from bayesact.infer.adaptation import (
     DualAveragingState,
     WelfordState,
@@ -56,6 +56,8 @@ from bayesact.infer.hmc_core import (
     nonfinite_grad_report,
     nuts_transition,
 )
+from bayesact.infer.packaged import WORKER as PACKAGE_WORKER
+from bayesact.infer.packaged import build_files, load_nuts_kernels
 from bayesact.infer.phases import Phase, show_progress, warn_user
 from bayesact.infer.posterior import Posterior
 from bayesact.infer.potential import Potential, build_potential
@@ -237,6 +239,12 @@ AUTO_WARM_FACTOR = 2.25
 #: The expected compile time recorded after a cold compile, for the next (warm) one: measured
 #: 6.2 s for the tanh BNN with 4 chains on a loaded 2-core CPU (72 s cold), rounded up
 AUTO_WARM_GUESS_SECONDS = 8.0
+#: ``compile="auto"`` on the CPU: a run projected to take longer than this eagerly starts a
+#: detached build of the compiled package of its NUTS steps (:mod:`bayesact.infer.packaged`), so
+#: the next run of the same model on this machine loads them in milliseconds; a long run
+#: switches to the package as soon as it is built (measured: tanh BNN, 1 chain, 150 + 150, 9 s
+#: eagerly; the second process loads the package and runs compiled from its first iteration)
+AUTO_PACKAGE_MIN_SECONDS = 5.0
 
 
 class _AutoCompile:
@@ -262,6 +270,8 @@ class _AutoCompile:
         self.done = False
         self.stamps: collections.deque[float] = collections.deque(maxlen=AUTO_PROBE_ITERATIONS + 1)
         self.threshold: float | None = None
+        self.package_started = False  # a package build was tried
+        self.package_pending = False  # a package build is running: switch when it is ready
 
     def tick(self) -> None:
         """Called before every iteration."""
@@ -271,12 +281,25 @@ class _AutoCompile:
             if not self.thread.is_alive():
                 self._switch()
             return
+        if self.package_pending:
+            kernels = self.run._packaged_kernels()
+            if kernels is not None:
+                self.kernels, self.seconds = kernels, 0.0
+                self.run.state.info["compiled_package"] = True
+                self._switch()
+                return
+            key = self.run.kernels_key
+            self.package_pending = key is not None and compile_packages.building(key)
         self.stamps.append(time.perf_counter())
         if self.seen >= AUTO_PROBE_ITERATIONS:
             per_iteration = (self.stamps[-1] - self.stamps[0]) / (len(self.stamps) - 1)
+            projected = per_iteration * (self.left - self.seen)
+            if not self.package_started and projected >= AUTO_PACKAGE_MIN_SECONDS:
+                self.package_started = True
+                self.package_pending = self.run._start_package_build()
             if self.threshold is None:
                 self.threshold = self.min_seconds()
-            if per_iteration * (self.left - self.seen) >= self.threshold:
+            if not self.package_pending and projected >= self.threshold:
                 self._begin()
         self.seen += 1
 
@@ -400,10 +423,19 @@ class _Run(RunLoop):
         self.kernels: NutsKernels | None = None
         self.auto: _AutoCompile | None = None
         compilable = cfg.method == "nuts" and self.potential.graph is not None and compilation.is_enabled()
-        if compilable and cfg.compile == "auto":
+        if compilable and cfg.compile:
+            self.kernels = self._packaged_kernels()
+            if self.kernels is not None:
+                self.state.info["compiled_package"] = True
+                self.state.info.setdefault("compile_seconds", 0.0)
+        if self.kernels is not None:
+            pass  # loaded from this machine's package
+        elif compilable and cfg.compile == "auto":
             self.auto = _AutoCompile(self, cfg.num_warmup + cfg.num_samples - self.state.iteration)
         elif compilable and cfg.compile:
             self.kernels = self._compile_kernels(self.grad_fn)
+            if self.kernels is not None:
+                self._start_package_build()
         self.windows = adaptation_windows(cfg.num_warmup)
         self.divergences = 0
         self.calls0 = self.grad_fn.calls
@@ -477,6 +509,38 @@ class _Run(RunLoop):
             compilation.record_compile(key, seconds if warm else AUTO_WARM_GUESS_SECONDS)
         return kernels
 
+    def _packaged_kernels(self) -> NutsKernels | None:
+        """The NUTS steps from this machine's compiled package for this run (see
+        :mod:`bayesact.infer.packaged`), or None (none yet, or not for this device)."""
+        key, state, cfg = self.kernels_key, self.state, self.cfg
+        if key is None or self.potential.graph is None or not compile_packages.supported(cfg.device):
+            return None
+        try:
+            return load_nuts_kernels(key, self.potential.graph, state.z, state.potential, state.grad,
+                                     state.step_size, state.inverse_mass, cfg.max_tree_depth,
+                                     cfg.max_delta_energy, self.grad_fn)
+        except Exception as exc:  # an optimisation: never fail a run on it
+            warn_user(f"could not load the compiled NUTS package ({exc!r}); running without it")
+            return None
+
+    def _start_package_build(self) -> bool:
+        """Start a detached build of this run's compiled package (none on this machine yet);
+        returns whether one is now being built."""
+        key, graph, state, cfg = self.kernels_key, self.potential.graph, self.state, self.cfg
+        if key is None or not isinstance(graph, torch.fx.GraphModule):
+            return False
+        if not compile_packages.supported(cfg.device):
+            return False
+        if compile_packages.building(key):
+            return True
+        try:
+            files = build_files(graph, {"z": state.z, "potential": state.potential, "grad": state.grad,
+                                        "step_size": state.step_size, "inverse_mass": state.inverse_mass},
+                                cfg.max_tree_depth, cfg.max_delta_energy)
+        except Exception:  # an optimisation: never fail a run on it
+            return False
+        return files is not None and compile_packages.start_build(key, PACKAGE_WORKER, files)
+
     @functools.cached_property
     def kernels_key(self) -> str | None:
         """The :func:`~bayesact.infer.compiled.nuts_kernels_key` of this run's NUTS steps (None
@@ -512,6 +576,7 @@ class _Run(RunLoop):
             "potential_mode": self.potential.mode + ("+compiled_leaf" if compiled else ""),
             "compile_seconds": state.info.get("compile_seconds", 0.0),
             "compiled_from_iteration": state.info.get("compiled_from_iteration"),
+            "compiled_package": bool(state.info.get("compiled_package", False)),
             "num_warmup": cfg.num_warmup,
             "num_samples": cfg.num_samples,
             "draws_done": done,
