@@ -49,6 +49,7 @@ __all__ = [
     "cleanup",
     "finish_build",
     "load",
+    "mark_failed",
     "package_paths",
     "start_build",
     "supported",
@@ -155,8 +156,8 @@ def start_build(key: str, module: str, files: dict[str, bytes]) -> bool:
     remove SPEC_DIR and LOCK when it ends. Returns False (nothing started) when the package
     exists, a build is running, or the process cannot start."""
     paths = package_paths(key)
-    if paths.package.exists() or building(key):
-        return False
+    if paths.package.exists() or paths.record.exists() or building(key):
+        return False  # built, failed before (its record says why: delete it to retry), or building
     try:
         fd = os.open(paths.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:  # a stale lock (its worker died): take it over
@@ -209,6 +210,18 @@ def finish_build(
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def mark_failed(record: Path, reason: str) -> None:
+    """For a worker: note in ``record`` that the build failed (so no later run starts it again;
+    :func:`load` finds no package and says nothing). Delete the record to retry."""
+    try:
+        tmp = record.with_suffix(f".{os.getpid()}.tmp")
+        note = {"failed": reason[-2000:], "torch": torch.__version__, "time": time.time()}
+        tmp.write_text(json.dumps(note))
+        os.replace(tmp, record)
+    except OSError:
+        pass
 
 
 def cleanup(paths: Sequence[Path]) -> None:

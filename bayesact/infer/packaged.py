@@ -14,11 +14,14 @@ Inputs are made contiguous before each call (the package is built for contiguous
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import math
+import os
 import time
+import traceback
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -124,12 +127,8 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     spec, package, record, lock = (Path(a) for a in argv)
     try:
-        try:
-            import os
-
+        with contextlib.suppress(AttributeError, OSError):  # no nice() on Windows
             os.nice(10)
-        except (AttributeError, OSError):
-            pass
         torch.set_num_threads(1)
         compilation.use_persistent_cache()
         meta = json.loads((spec / "graph.json").read_text())
@@ -155,9 +154,14 @@ def main(argv: list[str]) -> int:
             return compilation.outputs_close(run(flat), trace.graph(*flat))
 
         built = compile_packages.finish_build(build, check, package, record, start)
+        if not built:
+            compile_packages.mark_failed(record, "the compiled package disagrees with eager")
         print(f"bayesact package {'built' if built else 'REJECTED (disagrees with eager)'} in "
               f"{time.perf_counter() - start:.1f} s", flush=True)
         return 0 if built else 1
+    except BaseException:
+        compile_packages.mark_failed(record, traceback.format_exc())
+        raise
     finally:
         compile_packages.cleanup([spec, lock])
 

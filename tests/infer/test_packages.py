@@ -182,3 +182,9 @@ def test_one_build_per_key_and_a_stale_lock_is_taken_over(package_cache: Path) -
         time.sleep(0.5)
     assert not paths.lock.exists() and not paths.package.exists()
     assert not list(paths.lock.parent.glob("build-*"))
+    # the failure is noted: no later run starts the same failing build, and loading says nothing
+    assert "failed" in json.loads(paths.record.read_text())
+    assert not compile_packages.start_build("locked", "bayesact.infer.package_worker", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compile_packages.load("locked") is None
