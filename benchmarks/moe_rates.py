@@ -1,8 +1,9 @@
 """Rate experiment: how fast the MLE of a Gaussian mixture of experts converges, per gate.
 
     python benchmarks/moe_rates.py                 # the table in benchmarks/results/moe_rates.md + figure
-    python benchmarks/moe_rates.py --quick         # seconds-long run on a small grid (CI smoke/ordering test)
-    python benchmarks/moe_rates.py --only top --fitter em   # the top-K rows, fitted by top-K EM
+    python benchmarks/moe_rates.py --quick         # a minutes-long run on a small grid
+    python benchmarks/moe_rates.py --only top --save topk.json     # the top-K rows (top-K EM) alone
+    python benchmarks/moe_rates.py --load smooth.json topk.json --figure f.png   # merge runs, redraw
 
 Model (d = 1): p(y | x) = Σ_k π_k(x) N(y; a_k x + b_k, σ_k²), x ~ N(0, 1), with the gates of
 :mod:`bayesact.models.moe.gates`. For each gate configuration and n on a log grid, ``--reps`` data sets
@@ -11,11 +12,15 @@ of a batch (``torch.func.vmap``), optimised jointly by L-BFGS (strong Wolfe) on 
 mean negative log-likelihoods, then each problem alone by L-BFGS to a small gradient; the best of
 ``--restarts`` starts is kept per replicate: all at θ* + N(0, 0.3²) noise (``--starts local``, the
 local MLE the papers' simulations report), or one there and the others random (``--starts mixed``).
-``cross_check`` compares the fitted log-likelihood with ``GaussianMoE.fit`` on the same data. With
-``--fitter em`` (top-K configurations only) each (replicate, restart) is fitted instead by top-K EM
-(``GaussianMoE.fit(method="em", init=...)`` from the same start, tolerance 1e-10 in the mean
-log-likelihood), whose log-likelihood never decreases across the jumps where L-BFGS stalls. Every model's
-data sets depend only on its position in ``CONFIGS``, so ``--only`` reproduces the full run's data.
+``cross_check`` compares the fitted log-likelihood with ``GaussianMoE.fit`` on the same data. The top-K
+configurations are fitted instead by top-K EM (the default ``--fitter auto``; ``--fitter lbfgs`` fits them
+by L-BFGS too): each (replicate, restart) by ``GaussianMoE.fit(method="em", init=...)`` from the same
+start, tolerance 1e-10 in the mean log-likelihood, whose log-likelihood never decreases across the jumps
+where L-BFGS stalls. The table names each row's fitter, and so does the figure's legend. Every model's
+data sets depend only on its position in ``CONFIGS``, so ``--only`` reproduces the full run's data;
+``--save`` writes every replicate's D1 and H as JSON and ``--load`` merges such files (e.g. the smooth
+rows and the top-K rows run separately) into one table and figure without fitting. ``CONTROLS`` holds a
+misspecified fit (a softmax gate on top-K data) that the CI test uses as a negative control.
 
 Reported per fit:
 
@@ -38,6 +43,7 @@ bootstrap resamples of the replicates within each n.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -71,6 +77,7 @@ class Config:
     raw_temperature_loss: bool = False  # the temperature gate's second row: D1 on (β, β_0, τ)
     expected: str = ""
     true_options: dict[str, Any] | None = None  # the true gate's options when they differ (top-k's k)
+    true_gate: str | None = None  # the true gate when it differs from the fitted one (a misspecified fit)
 
 
 TRUTH_2 = {"weight": [[2.0], [0.0]], "bias": [0.5, 0.0], "a": [1.0, -1.0], "b": [0.0, 1.0],
@@ -95,6 +102,15 @@ CONFIGS = [
     Config("top-2 of 3, exact", "topk", {"k": 2}, 3, 3, expected="parametric ≈ −½"),
     Config("top-2, 3 true / 4 fitted", "topk", {"k": 2}, 3, 4,
            expected="D1 flatter than −½; H parametric only if k exceeds the split cells' size"),
+]
+
+
+#: negative controls (not rows of the benchmark's table): a fitted gate that cannot represent the truth, so
+#: the MLE converges to the KL projection and H stalls at the approximation error instead of falling like
+#: n^(-1/2); ``tests/models/moe/test_rates.py`` uses it to check that the orderings it asserts can fail
+CONTROLS = [
+    Config("softmax fitted to top-2-of-3 data (misspecified)", "softmax", {}, 3, 3,
+           expected="H stalls at the approximation error", true_options={"k": 2}, true_gate="topk"),
 ]
 
 
@@ -320,20 +336,35 @@ def hellinger(problem_fit: Problem, theta_fit: Tensor, problem_true: Problem, th
 
 
 # ---------------------------------------------------------------------------------------- experiment
+FITTERS = ("auto", "lbfgs", "em")
+
+
+def fitter_for(cfg: Config, fitter: str) -> str:
+    """The fitter a configuration runs with: ``"auto"`` is top-K EM for top-K gates (their likelihood jumps
+    where the top-k set changes, where L-BFGS stalls) and L-BFGS for the smooth gates."""
+    if fitter not in FITTERS:
+        raise ValueError(f"'fitter' must be one of {FITTERS}, got {fitter!r}")
+    if fitter == "auto":
+        return "em" if cfg.gate == "topk" else "lbfgs"
+    return fitter
+
+
 def run_config(group: list[Config], grid: list[int], reps: int, restarts: int, lbfgs_iter: int,
                polish_iter: int, seed: int, grad_norms: list[float], starts_kind: str = "local",
-               fitter: str = "lbfgs") -> Results:
+               fitter: str = "auto") -> Results:
     """Fit one model on the grid and score the fits with each configuration of ``group`` (same model).
 
     ``fitter="lbfgs"``: the joint L-BFGS phase, then L-BFGS per problem (``polish``); ``"em"`` (top-K only):
-    top-K EM per problem from the same starts (``fit_em``, up to ``polish_iter`` iterations).
+    top-K EM per problem from the same starts (``fit_em``, up to ``polish_iter`` iterations); ``"auto"``:
+    ``"em"`` for a top-K model, ``"lbfgs"`` for the others (:func:`fitter_for`).
     """
     cfg = group[0]
     if fitter == "em" and cfg.gate != "topk":
         raise ValueError(f"'fitter' 'em' is for the top-K configurations only, got {cfg.label!r}")
+    fitter = fitter_for(cfg, fitter)
     torch.manual_seed(seed)
     true_options = cfg.options if cfg.true_options is None else cfg.true_options
-    gate_true = make_gate(cfg.gate, 1, cfg.k_true, true_options).double()
+    gate_true = make_gate(cfg.true_gate or cfg.gate, 1, cfg.k_true, true_options).double()
     gate_fit = make_gate(cfg.gate, 1, cfg.k_fit, cfg.options).double()
     pt, pf = Problem(gate_true, cfg.k_true), Problem(gate_fit, cfg.k_fit)
     theta_true = truth_theta(pt, cfg)
@@ -417,7 +448,7 @@ def slope_with_interval(grid: list[int], values: dict[int, np.ndarray], boots: i
 
 
 def _model_key(c: Config) -> tuple[Any, ...]:
-    return (c.gate, repr(c.options), repr(c.true_options), c.k_true, c.k_fit)
+    return (c.gate, repr(c.options), repr(c.true_options), c.k_true, c.k_fit, c.true_gate)
 
 
 #: the seed offset of each model: its index among the models of CONFIGS (so a subset run with ``--only``
@@ -426,7 +457,7 @@ MODEL_INDEX = {key: i for i, key in enumerate(dict.fromkeys(_model_key(c) for c 
 
 
 def run(configs: list[Config], grid: list[int], reps: int, restarts: int, lbfgs_iter: int, polish_iter: int,
-        boots: int, seed: int, starts_kind: str = "local", fitter: str = "lbfgs",
+        boots: int, seed: int, starts_kind: str = "local", fitter: str = "auto",
         ) -> tuple[Results, dict[str, dict[str, tuple]], dict[str, float]]:
     """(results[label][n] = {"d1", "h"} per replicate, slopes[label][key] = (slope, lo, hi),
     the largest final |∇ mean NLL| per label)."""
@@ -451,8 +482,13 @@ def run(configs: list[Config], grid: list[int], reps: int, restarts: int, lbfgs_
     return results, slopes, grad_norms
 
 
+#: how the table and the figure name each fitter
+FITTER_NAMES = {"lbfgs": "L-BFGS", "em": "top-K EM"}
+
+
 def figure(configs: list[Config], grid: list[int], results: Results,
-           path: Path) -> None:
+           path: Path, fitters: dict[str, str] | None = None) -> None:
+    """Median and IQR of D1 and H against n per configuration (each label followed by its fitter)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -466,7 +502,8 @@ def figure(configs: list[Config], grid: list[int], results: Results,
             med = [np.median(vals[n][key]) for n in grid]
             lo = [np.percentile(vals[n][key], 25) for n in grid]
             hi = [np.percentile(vals[n][key], 75) for n in grid]
-            (line,) = ax.loglog(grid, med, "o-", label=cfg.label, ms=3)
+            label = cfg.label + (f" [{FITTER_NAMES[fitters[cfg.label]]}]" if fitters else "")
+            (line,) = ax.loglog(grid, med, "o-", label=label, ms=3)
             ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.12)
         ref = np.array(grid, dtype=float)
         ax.loglog(ref, 0.5 * np.median(results[configs[0].label][grid[0]][key]) * (ref / ref[0]) ** -0.5,
@@ -479,19 +516,37 @@ def figure(configs: list[Config], grid: list[int], results: Results,
     fig.savefig(path, dpi=120)
 
 
+def settings_line(grid: list[int], args: argparse.Namespace, elapsed: float,
+                  configs: list[Config]) -> str:
+    """One sentence: the run's grid, replicates, restarts, fitters, time and machine."""
+    used = {fitter_for(c, args.fitter) for c in configs}
+    fitting = []
+    if "lbfgs" in used:
+        fitting.append(f"L-BFGS rows: {args.lbfgs_iter} joint L-BFGS iterations, then up to {args.polish} "
+                       "per fit")
+    if "em" in used:
+        fitting.append("top-K EM rows: GaussianMoE.fit(method='em') from the same starts, up to "
+                       f"{args.polish} iterations per fit")
+    return (f"Grid n = {grid}, {args.reps} replicates, {args.restarts} restarts ({args.starts} starts); "
+            f"{'; '.join(fitting)} (max final |∇ mean NLL| per gate in the table: top-K likelihoods jump "
+            f"where the top-k set changes); {args.boots} bootstrap resamples; {elapsed:.0f} s on "
+            f"{machine()}.")
+
+
 def markdown(configs: list[Config], grid: list[int], slopes: dict[str, dict[str, tuple]],
-             results: Results, args: argparse.Namespace,
-             elapsed: float, grad_norm: dict[str, float]) -> str:
+             results: Results, grad_norm: dict[str, float], fitters: dict[str, str],
+             settings: list[str]) -> str:
+    """The slope table (with each row's fitter), the medians and the ``settings`` lines."""
     fmt: Callable[[tuple], str] = lambda s: f"{s[0]:+.2f} [{s[1]:+.2f}, {s[2]:+.2f}]"  # noqa: E731
     lines = [
-        "| gate | K true / fitted | D1 slope [95% CI] | H slope [95% CI] | max final \\|∇\\| "
+        "| gate | K true / fitted | fitter | D1 slope [95% CI] | H slope [95% CI] | max final \\|∇\\| "
         "| expected (papers) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for cfg in configs:
         s = slopes[cfg.label]
-        lines.append(f"| {cfg.label} | {cfg.k_true} / {cfg.k_fit} | {fmt(s['d1'])} | {fmt(s['h'])} | "
-                     f"{grad_norm[cfg.label]:.0e} | {cfg.expected} |")
+        lines.append(f"| {cfg.label} | {cfg.k_true} / {cfg.k_fit} | {FITTER_NAMES[fitters[cfg.label]]} | "
+                     f"{fmt(s['d1'])} | {fmt(s['h'])} | {grad_norm[cfg.label]:.0e} | {cfg.expected} |")
     lines += ["", "Medians over replicates (D1 / H):", "",
               "| gate | " + " | ".join(f"n = {n}" for n in grid) + " |",
               "|---|" + "---|" * len(grid)]
@@ -499,14 +554,46 @@ def markdown(configs: list[Config], grid: list[int], slopes: dict[str, dict[str,
         cells = [f"{np.median(results[cfg.label][n]['d1']):.3g} / {np.median(results[cfg.label][n]['h']):.3g}"
                  for n in grid]
         lines.append(f"| {cfg.label} | " + " | ".join(cells) + " |")
-    fitting = (f"{args.lbfgs_iter} joint L-BFGS iterations, then up to {args.polish} per fit"
-               if args.fitter == "lbfgs" else f"top-K EM (GaussianMoE.fit(method='em')), up to {args.polish} "
-               "iterations per fit")
-    lines += ["", f"Grid n = {grid}, {args.reps} replicates, {args.restarts} restarts ({args.starts} "
-              f"starts), {fitting} (max final |∇ mean NLL| per gate in the table: top-K likelihoods jump "
-              f"where the top-k set changes), {args.boots} bootstrap resamples; {elapsed:.0f} s on "
-              f"{machine()}."]
+    lines += ["", *settings]
     return "\n".join(lines)
+
+
+def save_results(path: Path, configs: list[Config], grid: list[int], results: Results,
+                 grad_norm: dict[str, float], fitters: dict[str, str], settings: list[str]) -> None:
+    """Every replicate's D1 and H per configuration and n, as JSON (``--load`` redraws from it)."""
+    data = {"grid": grid, "settings": settings, "rows": {
+        c.label: {"fitter": fitters[c.label], "grad_norm": grad_norm[c.label],
+                  "values": {str(n): {k: results[c.label][n][k].tolist() for k in ("d1", "h")} for n in grid}}
+        for c in configs}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def load_results(paths: list[Path]) -> tuple[list[Config], list[int], Results, dict[str, float],
+                                              dict[str, str], list[str]]:
+    """Merge saved runs (a later file's row replaces an earlier one of the same label); rows in the order
+    of ``CONFIGS``. The grids must agree."""
+    grid: list[int] | None = None
+    results: Results = {}
+    grad_norm: dict[str, float] = {}
+    fitters: dict[str, str] = {}
+    settings: list[str] = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if grid is not None and data["grid"] != grid:
+            raise ValueError(f"'--load': {path} has grid {data['grid']}, the earlier files {grid}")
+        grid = data["grid"]
+        names = ", ".join(data["rows"])
+        settings += [f"{line} (rows: {names})" for line in data["settings"]]
+        for label, row in data["rows"].items():
+            results[label] = {int(n): {k: np.asarray(v[k]) for k in ("d1", "h")}
+                              for n, v in row["values"].items()}
+            grad_norm[label] = row["grad_norm"]
+            fitters[label] = row["fitter"]
+    if grid is None:
+        raise ValueError("'--load' needs at least one file")
+    configs = [c for c in CONFIGS + CONTROLS if c.label in results]
+    return configs, grid, results, grad_norm, fitters, settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,38 +604,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=12)
     parser.add_argument("--restarts", type=int, default=3)
     parser.add_argument("--lbfgs-iter", dest="lbfgs_iter", type=int, default=80)
-    parser.add_argument("--polish", type=int, default=300, help="L-BFGS iterations per best fit")
+    parser.add_argument("--polish", type=int, default=300,
+                        help="L-BFGS iterations per best fit (EM iterations per fit for EM rows)")
     parser.add_argument("--boots", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--starts", choices=("local", "mixed"), default="local",
                         help="restarts all near θ* (local MLE, as in the papers' simulations) or one near θ* "
                         "and the others random (the global MLE over them)")
-    parser.add_argument("--fitter", choices=("lbfgs", "em"), default="lbfgs",
-                        help="lbfgs: joint L-BFGS then L-BFGS per fit; em: top-K EM per fit (top-K "
-                        "configurations only, with --only top; --polish is then its iteration limit)")
+    parser.add_argument("--fitter", choices=FITTERS, default="auto",
+                        help="auto: top-K EM for the top-K rows, L-BFGS for the others; lbfgs: joint L-BFGS "
+                        "then L-BFGS per fit for every row; em: top-K EM (top-K configurations only, with "
+                        "--only top)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--only", nargs="*", default=None, help="labels (prefixes) of configurations to run")
     parser.add_argument("--out", type=Path, default=None, help="markdown table output (default: print only)")
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--save", type=Path, default=None,
+                        help="JSON of every replicate's D1 and H (to redraw or merge runs with --load)")
+    parser.add_argument("--load", type=Path, nargs="+", default=None,
+                        help="no fitting: merge saved runs (e.g. the smooth rows and the top-K EM rows run "
+                        "separately) and write the table and figure from them")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.grid, args.reps, args.restarts, args.lbfgs_iter, args.polish, args.boots = (
-            [2.5, 3.0, 3.5], 6, 2, 60, 150, 200)
-    grid = sorted({round(10**g) for g in args.grid})
-    configs = [c for c in CONFIGS if args.only is None or any(c.label.startswith(o) for o in args.only)]
-    torch.set_num_threads(args.threads)  # 1: small tensors on a shared machine (30x faster than 2 here)
-    start = time.perf_counter()
-    results, slopes, grad_norm = run(configs, grid, args.reps, args.restarts, args.lbfgs_iter, args.polish,
-                                     args.boots, args.seed, args.starts, args.fitter)
-    text = markdown(configs, grid, slopes, results, args, time.perf_counter() - start, grad_norm)
-    if not args.quick and args.only is None:
-        text += ("\n\nCross-check of the fitter (same data, best of 3 restarts each):\n\n"
-                 + "\n".join(cross_check()))
+    rng = np.random.default_rng(args.seed)
+    if args.load is not None:
+        configs, grid, results, grad_norm, fitters, settings = load_results(args.load)
+        slopes = {c.label: {key: slope_with_interval(grid, {n: results[c.label][n][key] for n in grid},
+                                                     args.boots, rng) for key in ("d1", "h")}
+                  for c in configs}
+        settings.append(f"Merged by --load from {', '.join(p.name for p in args.load)}; intervals from "
+                        f"{args.boots} bootstrap resamples (seed {args.seed}).")
+        text = markdown(configs, grid, slopes, results, grad_norm, fitters, settings)
+    else:
+        if args.quick:
+            args.grid, args.reps, args.restarts, args.lbfgs_iter, args.polish, args.boots = (
+                [2.5, 3.0, 3.5], 6, 2, 60, 150, 200)
+        grid = sorted({round(10**g) for g in args.grid})
+        configs = [c for c in CONFIGS if args.only is None or any(c.label.startswith(o) for o in args.only)]
+        torch.set_num_threads(args.threads)  # 1: small tensors on a shared machine (30x faster than 2 here)
+        start = time.perf_counter()
+        results, slopes, grad_norm = run(configs, grid, args.reps, args.restarts, args.lbfgs_iter,
+                                         args.polish, args.boots, args.seed, args.starts, args.fitter)
+        fitters = {c.label: fitter_for(c, args.fitter) for c in configs}
+        settings = [settings_line(grid, args, time.perf_counter() - start, configs)]
+        if args.save is not None:
+            save_results(args.save, configs, grid, results, grad_norm, fitters, settings)
+        text = markdown(configs, grid, slopes, results, grad_norm, fitters, settings)
+        if not args.quick and args.only is None:
+            text += ("\n\nCross-check of the fitter (same data, best of 3 restarts each):\n\n"
+                     + "\n".join(cross_check()))
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
     if args.figure is not None:
-        figure(configs, grid, results, args.figure)
+        figure(configs, grid, results, args.figure, fitters)
     return 0
 
 
