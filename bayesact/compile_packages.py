@@ -139,14 +139,17 @@ def load(key: str) -> Callable[[list[torch.Tensor]], list[torch.Tensor]] | None:
     return loader.run
 
 
-def building(key: str) -> bool:
-    """Whether a build of ``key``'s package is in progress (a lock younger than
-    :data:`BUILD_TIMEOUT_SECONDS`)."""
-    lock = package_paths(key).lock
+def _fresh(lock: Path) -> bool:
     try:
         return time.time() - lock.stat().st_mtime < BUILD_TIMEOUT_SECONDS
     except OSError:
         return False
+
+
+def building(key: str) -> bool:
+    """Whether a build of ``key``'s package is in progress (a lock younger than
+    :data:`BUILD_TIMEOUT_SECONDS`)."""
+    return _fresh(package_paths(key).lock)
 
 
 def start_build(key: str, module: str, files: dict[str, bytes]) -> bool:
@@ -154,10 +157,14 @@ def start_build(key: str, module: str, files: dict[str, bytes]) -> bool:
     LOCK`` in a new session at ``nice`` 10 with one thread, ``files`` written into the private
     folder SPEC_DIR first. The worker must build the package with :func:`finish_build`, and
     remove SPEC_DIR and LOCK when it ends. Returns False (nothing started) when the package
-    exists, a build is running, or the process cannot start."""
+    exists, its build failed before, any build is running on this machine (one at a time: a
+    script sampling many models builds their packages one after another, over later runs), or
+    the process cannot start."""
     paths = package_paths(key)
     if paths.package.exists() or paths.record.exists() or building(key):
         return False  # built, failed before (its record says why: delete it to retry), or building
+    if any(_fresh(lock) for lock in paths.lock.parent.glob("*.lock")):
+        return False  # one build at a time on this machine: this key's waits for a later run
     try:
         fd = os.open(paths.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:  # a stale lock (its worker died): take it over

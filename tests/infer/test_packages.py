@@ -167,11 +167,12 @@ def test_the_shipped_gradient_graph_computes_what_the_captured_one_does() -> Non
         assert torch.equal(got, want)
 
 
-def test_one_build_per_key_and_a_stale_lock_is_taken_over(package_cache: Path) -> None:
+def test_one_build_at_a_time_and_a_stale_lock_is_taken_over(package_cache: Path) -> None:
     paths = _key_paths("locked")
     paths.lock.write_text("")
     assert compile_packages.building("locked")
     assert not compile_packages.start_build("locked", "bayesact.infer.package_worker", {})
+    assert not compile_packages.start_build("other", "bayesact.infer.package_worker", {})  # one at a time
     old = time.time() - compile_packages.BUILD_TIMEOUT_SECONDS - 10
     os.utime(paths.lock, (old, old))
     assert not compile_packages.building("locked")
