@@ -10,9 +10,15 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "arccos", "arccos_poly", "arcsin", "arcsin_poly", "arcsin_with_slope", "correlation",
+    "all_scalars", "arccos", "arccos_poly", "arcsin", "arcsin_poly", "arcsin_with_slope", "correlation",
     "correlation_from_roots", "rho_margin", "root_features", "safe_sqrt", "tiny",
 ]
+
+
+def all_scalars(*values: float | Tensor) -> bool:
+    """Whether every value is a Python number or a 0-dim tensor (it broadcasts into any block
+    without enlarging it, so an in-place update of the block is possible)."""
+    return all(not isinstance(v, Tensor) or v.dim() == 0 for v in values)
 
 
 def tiny(dtype: torch.dtype) -> float:

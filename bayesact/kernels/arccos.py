@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from bayesact.kernels._numerics import (
+    all_scalars,
     arccos,
     correlation,
     correlation_from_roots,
@@ -34,7 +35,7 @@ from bayesact.kernels._numerics import (
     root_features,
     safe_sqrt,
 )
-from bayesact.kernels.dual import DualActivation, PointData
+from bayesact.kernels.dual import DualActivation, PointData, Scratch, write_into
 
 __all__ = ["ABReLUDual", "RectifiedPolynomialDual"]
 
@@ -228,6 +229,37 @@ class ABReLUDual(DualActivation):
         else:
             scale, rho = correlation(k11, k22, k12, rho_margin(k12.dtype))
         return self._maps(scale, k12, rho, arccos(rho), with_ntk)
+
+    def works_in_place(self) -> bool:
+        return all_scalars(self.a, self.b)
+
+    def pair_inplace(
+        self,
+        k11: Tensor,
+        k22: Tensor,
+        k12: Tensor,
+        features1: tuple[Tensor, ...],
+        features2: tuple[Tensor, ...],
+        with_ntk: bool,
+        scratch: Scratch,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``pair``'s operations in ``pair``'s order, in three scratch buffers and ``k12`` (T)."""
+        if not (features1 and features2 and self.works_in_place()):
+            return self.pair(k11, k22, k12, features1, features2, with_ntk)
+        margin = rho_margin(k12.dtype)
+        diff = self.a - self.b
+        slope = diff * diff / (2.0 * math.pi)  # (a − b)²/(2π)
+        mean = (self.a * self.a + self.b * self.b) / 2.0
+        rho, t_dot, tmp = scratch.buffer(0), scratch.buffer(1), scratch.buffer(2)
+        torch.mul(k12, features1[1][..., 0], out=rho).mul_(features2[1][..., 0])
+        rho.clamp_(-1.0 + margin, 1.0 - margin)
+        torch.arccos(rho, out=t_dot).mul_(slope).neg_().add_(mean)  # Ṫ = mean − slope·θ
+        sin = torch.neg(rho, out=tmp).add_(1.0)  # 1 − ρ
+        sin.mul_(rho.add_(1.0)).sqrt_()  # sin θ = √((1 − ρ)(1 + ρ)); ρ is not needed after this
+        scale = write_into(rho, torch.mul, features1[0][..., 0], features2[0][..., 0])  # √(k11·k22)
+        scale_sin = scale.mul_(sin).mul_(slope)
+        torch.add(scale_sin, torch.mul(t_dot, k12, out=tmp), out=k12)  # T = slope·√(k11k22)·sin θ + Ṫ·k12
+        return k12, (t_dot if with_ntk else None)
 
     def point_data(self, k: Tensor, with_ntk: bool) -> PointData:
         t, t_dot = self._maps(k, k, 1.0, 0.0, with_ntk)  # ρ = 1, θ = 0: T = (a² + b²)k/2

@@ -22,12 +22,24 @@ names to the closed forms.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-__all__ = ["DualActivation", "PointData"]
+__all__ = ["DualActivation", "PointData", "Scratch", "write_into"]
+
+
+def write_into(out: Tensor, op: Callable[..., Tensor], a: Tensor, b: Tensor) -> Tensor:
+    """``op(a, b)`` written into ``out`` (which it may alias), for a binary elementwise ``op`` such
+    as ``torch.mul``; ``out`` may have more batch dimensions than ``a`` and ``b`` broadcast to (an
+    ``out=`` of another shape would be resized), then the smaller result is computed and copied."""
+    if torch.broadcast_shapes(a.shape, b.shape) == out.shape:
+        return op(a, b, out=out)
+    return out.copy_(op(a, b))
 
 
 @dataclass
@@ -44,6 +56,33 @@ class PointData:
     diag: Tensor
     diag_dot: Tensor | None
     features: tuple[Tensor, ...] = ()
+
+
+class Scratch:
+    """Block-shaped buffers that ``pair_inplace`` writes into, reused across layers and blocks.
+
+    ``buffer(i)`` is the i-th buffer with the current block's ``shape`` (a view of the first
+    entries of one allocation of ``capacity`` entries, so a smaller last block needs no new memory).
+    Reusing memory is what makes the no-grad recursion cheap: fresh block temporaries of a few MB
+    come back from the allocator as new pages, and their page faults cost as much as the arithmetic.
+    """
+
+    def __init__(self, capacity: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.capacity = capacity
+        self.dtype, self.device = dtype, device
+        self.shape: tuple[int, ...] = ()
+        self._buffers: list[Tensor] = []
+
+    def buffer(self, i: int) -> Tensor:
+        """The i-th buffer, of shape ``self.shape`` (uninitialised)."""
+        while len(self._buffers) <= i:
+            self._buffers.append(torch.empty(self.capacity, dtype=self.dtype, device=self.device))
+        return self._buffers[i][: math.prod(self.shape)].view(self.shape)
+
+    def owns(self, t: Tensor) -> bool:
+        """Whether ``t`` is one of the buffers (so the caller may overwrite it)."""
+        ptr = t.data_ptr()
+        return any(b.data_ptr() == ptr for b in self._buffers) and t.shape == self.shape
 
 
 class DualActivation(ABC):
@@ -75,6 +114,27 @@ class DualActivation(ABC):
         with_ntk: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """Return (T, Ṫ or None) elementwise; k11, k22, k12 and the features broadcast together."""
+
+    def pair_inplace(
+        self,
+        k11: Tensor,
+        k22: Tensor,
+        k12: Tensor,
+        features1: tuple[Tensor, ...],
+        features2: tuple[Tensor, ...],
+        with_ntk: bool,
+        scratch: Scratch,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``pair`` for the no-grad recursion, which owns ``k12`` (it may be overwritten) and
+        overwrites whatever it gets back that is ``k12`` or a ``scratch`` buffer. Called only when
+        nothing requires gradients; must give ``pair``'s values (the same operations in the same
+        order give the same bits). Default: ``pair`` itself (fresh temporaries)."""
+        return self.pair(k11, k22, k12, features1, features2, with_ntk)
+
+    def works_in_place(self) -> bool:
+        """Whether ``pair_inplace`` works in ``scratch`` buffers (then the recursion sizes its blocks
+        to stay in cache); False where it would make fresh temporaries (the default)."""
+        return False
 
     def point_data(self, k: Tensor, with_ntk: bool) -> PointData:
         """Per-point data for variances ``k`` of shape ``(..., n)``; default: T(k, k) from ``pair``."""

@@ -21,8 +21,8 @@ import math
 import torch
 from torch import Tensor
 
-from bayesact.kernels._numerics import arcsin_with_slope
-from bayesact.kernels.dual import DualActivation, PointData
+from bayesact.kernels._numerics import all_scalars, arcsin_with_slope
+from bayesact.kernels.dual import DualActivation, PointData, Scratch, write_into
 
 __all__ = ["ErfDual", "GeluDual"]
 
@@ -72,6 +72,35 @@ class ErfDual(DualActivation):
         if not with_ntk:
             return t, None
         return t, a2 * (2.0 * b2 / math.pi) * gram_root()
+
+    def works_in_place(self) -> bool:
+        return all_scalars(self.a, self.b, self.c)
+
+    def pair_inplace(
+        self,
+        k11: Tensor,
+        k22: Tensor,
+        k12: Tensor,
+        features1: tuple[Tensor, ...],
+        features2: tuple[Tensor, ...],
+        with_ntk: bool,
+        scratch: Scratch,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``pair``'s operations in ``pair``'s order, in two scratch buffers and ``k12`` (T)."""
+        if not (features1 and features2 and self.works_in_place()):
+            return self.pair(k11, k22, k12, features1, features2, with_ntk)
+        b2 = 2.0 * self.b * self.b
+        a2 = self.a * self.a
+        tmp, t_dot = scratch.buffer(0), scratch.buffer(1)
+        if with_ntk:  # rsqrt(1 + 2b²(k11 + k22) + 4b⁴·max(k11k22 − k12², 0)), as in pair
+            det = write_into(tmp, torch.mul, k11, k22).sub_(torch.mul(k12, k12, out=t_dot)).clamp_(min=0.0)
+            det.mul_(b2 * b2)
+            write_into(t_dot, torch.add, k11, k22).mul_(b2).add_(1.0).add_(det).rsqrt_()
+            t_dot.mul_(a2 * (2.0 * b2 / math.pi))
+        inv_root = write_into(tmp, torch.mul, features1[0][..., 0], features2[0][..., 0])
+        k12.mul_(b2).mul_(inv_root).clamp_(-1.0, 1.0).asin_().mul_(a2 * (2.0 / math.pi))
+        k12.add_(self.c * self.c)
+        return k12, (t_dot if with_ntk else None)
 
     def point_data(self, k: Tensor, with_ntk: bool) -> PointData:
         t, t_dot = self.pair(k, k, k, (), (), with_ntk)
