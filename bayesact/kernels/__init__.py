@@ -15,7 +15,7 @@ Hermite quadrature for every other elementwise activation; conventions follow ne
 """
 
 from bayesact.kernels.arccos import ABReLUDual, RectifiedPolynomialDual
-from bayesact.kernels.dual import DualActivation, PointData
+from bayesact.kernels.dual import DualActivation, PointData, Scratch
 from bayesact.kernels.empirical import empirical_nngp, empirical_nngp_ntk, empirical_ntk
 from bayesact.kernels.erf_gelu import ErfDual, GeluDual
 from bayesact.kernels.gauss_hermite import GaussHermiteDual
@@ -52,6 +52,7 @@ __all__ = [
     "NTKKernel",
     "PointData",
     "RectifiedPolynomialDual",
+    "Scratch",
     "TrigDual",
     "dual_activation",
     "empirical_nngp",
