@@ -109,3 +109,18 @@ def test_overhead_benchmark_quick_prints_its_table() -> None:
             if line.startswith("| ") and not line.startswith("| model")]
     assert [r[1] for r in rows] == ["1", "4", "1", "4"]
     assert all(float(c) > 0 for r in rows for c in r[2:])
+
+
+KERNEL_FIRST_CALL = SCRIPT.parent / "kernel_first_call.py"
+
+
+def test_kernel_first_call_diagnostic_prints_its_table() -> None:
+    """``benchmarks/kernel_first_call.py`` at a tiny size: one row with faults, CPU time and the
+    allocation counts of a fresh process's first ``ntk`` call."""
+    proc = subprocess.run([sys.executable, str(KERNEL_FIRST_CALL), "--sizes", "64", "--kernels", "ntk",
+                           "--activations", "erf"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+            if line.startswith("| ntk")]
+    assert rows and rows[-1][:3] == ["ntk", "erf", "64"]
+    assert int(rows[-1][3]) >= 0 and float(rows[-1][4]) > 0 and int(rows[-1][8]) >= 1
