@@ -219,8 +219,8 @@ AUTO_MIN_ENTRIES = 65_536
 #: taken this many seconds in all (a short run never pays a compile competing with it for the CPU)
 AUTO_MIN_EAGER_SECONDS = 2.0
 
-#: the no-grad recursion of a dual that works in place: at most this many entries a block, so its
-#: five block-sized buffers (float32: 5 MiB) stay in cache through all layers. Measured (relu and erf,
+#: the no-grad recursion of a dual that works in place, on CPU: at most this many entries a block, so
+#: its five block-sized buffers (float32: 5 MiB) stay in cache through all layers. Measured (relu and erf,
 #: nngp and ntk, n = 5000, one thread): 2^16 entries 8-17% and 2^24 12-40% more CPU time than 2^18
 #: (per-operation overhead against cache misses)
 INPLACE_BLOCK_ENTRIES = 2**18
@@ -509,7 +509,9 @@ def _recursion(
     if compiled and not grad:
         per_entry = 2 if with_ntk else 1
     elif in_place and dual.works_in_place():
-        per_entry, cap = 5, min(cap or INPLACE_BLOCK_ENTRIES, INPLACE_BLOCK_ENTRIES)
+        per_entry = 5
+        if x1.device.type == "cpu":  # a GPU has no such cache to fit, and pays per kernel launch
+            cap = min(cap or INPLACE_BLOCK_ENTRIES, INPLACE_BLOCK_ENTRIES)
     else:
         per_entry = dual.entry_cost + 2
     row_entries = m * math.prod(batch_shape)

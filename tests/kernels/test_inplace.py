@@ -61,6 +61,23 @@ def test_no_grad_path_equals_the_autograd_path(name: str, act: str, dtype: torch
             assert torch.equal(KERNELS[name](x1, other, weight_std=W_STD, **kw), tracked)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["relu", "erf"])
+def test_no_grad_path_equals_the_autograd_path_on_cuda(act: str, dtype: torch.dtype) -> None:
+    """On a GPU the no-grad blocks are sized by memory only (no cache cap): still the autograd
+    path's bits, and the CPU's values to rounding."""
+    x1, x2 = (x.cuda() for x in _points(700, 400, dtype))
+    kw = {"activation": act, "depth": 3, "bias_std": B_STD, "fused": False}
+    for fn in KERNELS.values():
+        for other in (x2, None):
+            plain, tracked = _both_paths(fn, x1, other, **kw)
+            assert plain.is_cuda and torch.equal(plain, tracked)
+            cpu = fn(x1.cpu(), None if other is None else other.cpu(), weight_std=W_STD, **kw)
+            tol = 1e-5 if dtype == torch.float32 else 1e-12
+            torch.testing.assert_close(plain.cpu(), cpu, rtol=tol, atol=tol * float(cpu.abs().max()))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["relu", "erf"])
 def test_nngp_ntk_no_grad_path_equals_the_autograd_path(act: str, dtype: torch.dtype) -> None:
