@@ -16,8 +16,9 @@ as if it were absent.
 
 ``BAYESACT_PACKAGES=0`` turns packages off (none built or loaded); ``BAYESACT_COMPILE=0``
 turns them off with all compilation. Packages are built by :func:`start_build`: a detached
-child process (``nice`` 10, one thread) runs a worker module chosen by the caller, so a build
-never holds this process's GIL and outlives a short run; a lock file keeps one build per key.
+child process (``nice`` 10, one thread, Inductor's compile pool off) runs a worker module
+chosen by the caller, so a build never holds this process's GIL and outlives a short run; a
+lock file keeps one build at a time.
 Only ``torch`` and :mod:`bayesact.compilation` are imported here, so every layer may use it.
 """
 
@@ -180,7 +181,7 @@ def start_build(key: str, module: str, files: dict[str, bytes]) -> bool:
     try:
         for name, data in files.items():
             (spec / name).write_bytes(data)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
         with paths.log.open("wb") as log:
             subprocess.Popen(
                 [sys.executable, "-m", module, str(spec), str(paths.package), str(paths.record),

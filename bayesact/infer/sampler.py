@@ -239,12 +239,16 @@ AUTO_WARM_FACTOR = 2.25
 #: The expected compile time recorded after a cold compile, for the next (warm) one: measured
 #: 6.2 s for the tanh BNN with 4 chains on a loaded 2-core CPU (72 s cold), rounded up
 AUTO_WARM_GUESS_SECONDS = 8.0
-#: ``compile="auto"`` on the CPU: a run projected to take longer than this eagerly starts a
+#: ``compile="auto"`` on the CPU: a run projected to take longer than this eagerly gets a
 #: detached build of the compiled package of its NUTS steps (:mod:`bayesact.infer.packaged`), so
-#: the next run of the same model on this machine loads them in milliseconds; a long run
-#: switches to the package as soon as it is built (measured: tanh BNN, 1 chain, 150 + 150, 9 s
-#: eagerly; the second process loads the package and runs compiled from its first iteration)
+#: the next run of the same model on this machine loads them in milliseconds (measured: tanh BNN,
+#: 1 chain, 150 + 150, 8.5 s eagerly; the second process loads the package and takes 2.5 s)
 AUTO_PACKAGE_MIN_SECONDS = 5.0
+#: ``compile="auto"``: a run projected to take longer than this starts the package build at once
+#: and switches to the package when it is built (a build takes ~20-25 s on an idle 2-core CPU, ~50
+#: s under load); a shorter one starts the build only when it ends, so that the build (which
+#: slowed a 9-s run by 1.2 s, ~13 %, while it ran beside it) never competes with its sampling
+AUTO_PACKAGE_EARLY_SECONDS = 30.0
 
 
 class _AutoCompile:
@@ -270,6 +274,7 @@ class _AutoCompile:
         self.done = False
         self.stamps: collections.deque[float] = collections.deque(maxlen=AUTO_PROBE_ITERATIONS + 1)
         self.threshold: float | None = None
+        self.package_wanted = False  # the run is long enough to leave a package for the next
         self.package_started = False  # a package build was tried
         self.package_pending = False  # a package build is running: switch when it is ready
 
@@ -294,7 +299,8 @@ class _AutoCompile:
         if self.seen >= AUTO_PROBE_ITERATIONS:
             per_iteration = (self.stamps[-1] - self.stamps[0]) / (len(self.stamps) - 1)
             projected = per_iteration * (self.left - self.seen)
-            if not self.package_started and projected >= AUTO_PACKAGE_MIN_SECONDS:
+            self.package_wanted |= projected >= AUTO_PACKAGE_MIN_SECONDS
+            if not self.package_started and projected >= AUTO_PACKAGE_EARLY_SECONDS:
                 self.package_started = True
                 self.package_pending = self.run._start_package_build()
             if self.threshold is None:
@@ -434,12 +440,16 @@ class _Run(RunLoop):
             self.auto = _AutoCompile(self, cfg.num_warmup + cfg.num_samples - self.state.iteration)
         elif compilable and cfg.compile:
             self.kernels = self._compile_kernels(self.grad_fn)
-            if self.kernels is not None:
-                self._start_package_build()
         self.windows = adaptation_windows(cfg.num_warmup)
         self.divergences = 0
         self.calls0 = self.grad_fn.calls
-        return super().run(progress)
+        posterior = super().run(progress)
+        # leave a package for the next run of this model (built after sampling, never beside it)
+        auto, packaged = self.auto, bool(self.state.info.get("compiled_package"))
+        if (auto is not None and auto.package_wanted and not auto.package_started) or (
+                cfg.compile is True and self.kernels is not None and not packaged):
+            self._start_package_build()
+        return posterior
 
     def phases(self) -> list[Phase]:
         warmup = self.cfg.num_warmup

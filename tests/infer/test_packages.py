@@ -54,24 +54,34 @@ _SECOND_PROCESS = textwrap.dedent(
 )
 
 
-def test_a_second_process_loads_the_built_package_without_inductor(
+def test_a_long_run_switches_to_its_package_and_a_second_process_loads_it_without_inductor(
     package_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run projected over AUTO_PACKAGE_MIN_SECONDS (here 0) starts the detached build; a new
-    process then samples with the package from its first iteration, never importing Inductor's
-    compiler, and its draws are from the conjugate posterior N(Σy/(n+1), 1/(n+1)) (1200 draws:
-    the mean within 5 Monte Carlo standard errors, the sd within 15 %)."""
-    monkeypatch.setattr(sampler, "AUTO_PACKAGE_MIN_SECONDS", 0.0)
+    """A run projected over AUTO_PACKAGE_EARLY_SECONDS (here 0) starts the detached build at
+    once and switches to the package at the first iteration after it is built (the build is
+    awaited here, so that is the next one); a new process then samples with the package from
+    its first iteration, never importing Inductor's compiler, and its draws are from the
+    conjugate posterior N(Σy/(n+1), 1/(n+1)) (1200 draws: the mean within 5 Monte Carlo
+    standard errors at an ESS of a quarter of the draws, the sd within 15 %)."""
+    monkeypatch.setattr(sampler, "AUTO_PACKAGE_EARLY_SECONDS", 0.0)
     monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 1e9)  # no in-process compile
-    first = mcmc(_conjugate, Y, num_chains=2, num_warmup=20, num_samples=20, seed=0, progress=False)
-    assert not first.info["compiled_package"] and first.info["compile_seconds"] == 0.0
     packages = package_cache / "packages"
-    deadline = time.monotonic() + 300
-    while list(packages.glob("*.lock")) and time.monotonic() < deadline:
-        time.sleep(1)
+    start = sampler._Run._start_package_build
+
+    def start_and_wait(run: sampler._Run) -> bool:
+        started = start(run)
+        deadline = time.monotonic() + 300
+        while list(packages.glob("*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return started
+
+    monkeypatch.setattr(sampler._Run, "_start_package_build", start_and_wait)
+    first = mcmc(_conjugate, Y, num_chains=2, num_warmup=20, num_samples=20, seed=0, progress=False)
     built = list(packages.glob("*.pt2"))
     logs = "\n".join(p.read_text() for p in packages.glob("*.log"))
     assert len(built) == 1, f"no package was built; worker log:\n{logs}"
+    assert first.info["compiled_package"] is True
+    assert first.info["compiled_from_iteration"] == sampler.AUTO_PROBE_ITERATIONS + 1
     record = json.loads(built[0].with_suffix(".json").read_text())
     assert set(record) >= {"sha256", "seconds", "torch"}
     assert not list(packages.glob("build-*")), "the worker must remove its input folder"
@@ -85,6 +95,26 @@ def test_a_second_process_loads_the_built_package_without_inductor(
     assert out["inductor"] is False
     assert abs(out["mean"] - POST_MEAN) < 5 * POST_SD / 1200**0.5 * 2  # ESS ≥ draws / 4
     assert abs(out["sd"] / POST_SD - 1) < 0.15
+
+
+@pytest.mark.parametrize("compile_arg", ["auto", False])
+def test_a_short_run_starts_its_package_build_only_when_it_ends(
+    package_cache: Path, monkeypatch: pytest.MonkeyPatch, compile_arg: object
+) -> None:
+    """Under AUTO_PACKAGE_EARLY_SECONDS the build is started after the last iteration (it
+    never competes with the run's sampling); compile=False never builds one."""
+    monkeypatch.setattr(sampler, "AUTO_PACKAGE_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(sampler, "AUTO_PACKAGE_EARLY_SECONDS", 1e9)
+    started_at: list[int] = []
+
+    def record(run: sampler._Run) -> bool:
+        started_at.append(run.state.iteration)
+        return False
+
+    monkeypatch.setattr(sampler._Run, "_start_package_build", record)
+    mcmc(_conjugate, Y, num_chains=2, num_warmup=15, num_samples=15, seed=0, progress=False,
+         compile=compile_arg)
+    assert started_at == ([30] if compile_arg == "auto" else [])
 
 
 def _key_paths(key: str) -> compile_packages.PackagePaths:
