@@ -244,8 +244,6 @@ class ABReLUDual(DualActivation):
         scratch: Scratch,
     ) -> tuple[Tensor, Tensor | None]:
         """``pair``'s operations in ``pair``'s order, in three scratch buffers and ``k12`` (T)."""
-        if not (features1 and features2 and self.works_in_place()):
-            return self.pair(k11, k22, k12, features1, features2, with_ntk)
         margin = rho_margin(k12.dtype)
         diff = self.a - self.b
         slope = diff * diff / (2.0 * math.pi)  # (a − b)²/(2π)

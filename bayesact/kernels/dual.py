@@ -127,8 +127,9 @@ class DualActivation(ABC):
     ) -> tuple[Tensor, Tensor | None]:
         """``pair`` for the no-grad recursion, which owns ``k12`` (it may be overwritten) and
         overwrites whatever it gets back that is ``k12`` or a ``scratch`` buffer. Called only when
-        nothing requires gradients; must give ``pair``'s values (the same operations in the same
-        order give the same bits). Default: ``pair`` itself (fresh temporaries)."""
+        nothing requires gradients, :meth:`works_in_place` is True and both feature tuples are
+        non-empty (otherwise the recursion calls ``pair``); must give ``pair``'s values (the same
+        operations in the same order give the same bits). Default: ``pair`` itself."""
         return self.pair(k11, k22, k12, features1, features2, with_ntk)
 
     def works_in_place(self) -> bool:

@@ -87,8 +87,6 @@ class ErfDual(DualActivation):
         scratch: Scratch,
     ) -> tuple[Tensor, Tensor | None]:
         """``pair``'s operations in ``pair``'s order, in two scratch buffers and ``k12`` (T)."""
-        if not (features1 and features2 and self.works_in_place()):
-            return self.pair(k11, k22, k12, features1, features2, with_ntk)
         b2 = 2.0 * self.b * self.b
         a2 = self.a * self.a
         tmp, t_dot = scratch.buffer(0), scratch.buffer(1)

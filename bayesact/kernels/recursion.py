@@ -578,12 +578,17 @@ def _layers_into(
 ) -> None:
     """``_layers`` without autograd, written into the block ``kb`` (K) and ``thb`` (Θ): the same
     operations in the same order (the same numbers), in place, with the dual's ``pair_inplace``
-    working in ``scratch``. ``gram`` may be ``kb`` or ``thb`` itself (it is read first)."""
+    working in ``scratch`` (its ``pair`` where it does not work in place, or without features).
+    ``gram`` may be ``kb`` or ``thb`` itself (it is read first)."""
     write_into(kb, torch.mul, gram, w2[0]).div_(d).add_(b2[0])  # K⁰ = W²·⟨x, x'⟩/d + b²
     if thb is not None:
         thb.copy_(kb)
+    scratch_maps = dual.works_in_place()
     for layer, ((k11, f1), (k22, f2)) in enumerate(zip(rows, cols, strict=True), start=1):
-        t, t_dot = dual.pair_inplace(k11, k22, kb, f1, f2, with_ntk, scratch)
+        if scratch_maps and f1 and f2:
+            t, t_dot = dual.pair_inplace(k11, k22, kb, f1, f2, with_ntk, scratch)
+        else:
+            t, t_dot = dual.pair(k11, k22, kb, f1, f2, with_ntk)
         step = None
         if thb is not None:  # W²·Ṫ·Θ, before K (which t_dot may alias) is overwritten
             t_dot = _present(t_dot)
