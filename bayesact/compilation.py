@@ -79,6 +79,7 @@ __all__ = [
     "set_enabled",
     "settle_vec_isa",
     "use_persistent_cache",
+    "write_json_atomically",
 ]
 
 #: environment variable: ``0``/``false``/``off``/``no`` turns compilation off everywhere
@@ -261,11 +262,20 @@ def record_compile(key: str, seconds: float) -> None:
     path = _record_path(key)
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"seconds": float(seconds), "time": time.time()}))
-        os.replace(tmp, path)
+        write_json_atomically(path, {"seconds": float(seconds), "time": time.time()})
     except OSError:
         pass
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` through a temporary file in the same folder replaced
+    over it (a reader sees the old file or the new one, never half of one); raises OSError."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def compile_record(key: str) -> float | None:

@@ -24,6 +24,7 @@ Only ``torch`` and :mod:`bayesact.compilation` are imported here, so every layer
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -211,10 +212,9 @@ def finish_build(
             return False
         digest = _sha256(tmp)
         os.replace(tmp, package)
-        tmp_record = record.with_suffix(f".{os.getpid()}.tmp")
-        tmp_record.write_text(json.dumps({"sha256": digest, "seconds": time.perf_counter() - seconds_since,
-                                          "torch": torch.__version__, "time": time.time()}))
-        os.replace(tmp_record, record)
+        compilation.write_json_atomically(record, {
+            "sha256": digest, "seconds": time.perf_counter() - seconds_since, "torch": torch.__version__,
+            "time": time.time()})
         return True
     finally:
         tmp.unlink(missing_ok=True)
@@ -223,13 +223,9 @@ def finish_build(
 def mark_failed(record: Path, reason: str) -> None:
     """For a worker: note in ``record`` that the build failed (so no later run starts it again;
     :func:`load` finds no package and says nothing). Delete the record to retry."""
-    try:
-        tmp = record.with_suffix(f".{os.getpid()}.tmp")
-        note = {"failed": reason[-2000:], "torch": torch.__version__, "time": time.time()}
-        tmp.write_text(json.dumps(note))
-        os.replace(tmp, record)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        compilation.write_json_atomically(
+            record, {"failed": reason[-2000:], "torch": torch.__version__, "time": time.time()})
 
 
 def cleanup(paths: Sequence[Path]) -> None:

@@ -290,7 +290,6 @@ class _AutoCompile:
             kernels = self.run._packaged_kernels()
             if kernels is not None:
                 self.kernels, self.seconds = kernels, 0.0
-                self.run.state.info["compiled_package"] = True
                 self._switch()
                 return
             key = self.run.kernels_key
@@ -430,16 +429,11 @@ class _Run(RunLoop):
         self.auto: _AutoCompile | None = None
         compilable = cfg.method == "nuts" and self.potential.graph is not None and compilation.is_enabled()
         if compilable and cfg.compile:
-            self.kernels = self._packaged_kernels()
-            if self.kernels is not None:
-                self.state.info["compiled_package"] = True
-                self.state.info.setdefault("compile_seconds", 0.0)
-        if self.kernels is not None:
-            pass  # loaded from this machine's package
-        elif compilable and cfg.compile == "auto":
-            self.auto = _AutoCompile(self, cfg.num_warmup + cfg.num_samples - self.state.iteration)
-        elif compilable and cfg.compile:
-            self.kernels = self._compile_kernels(self.grad_fn)
+            self.kernels = self._packaged_kernels()  # this machine's package, if it has one
+            if self.kernels is None and cfg.compile == "auto":
+                self.auto = _AutoCompile(self, cfg.num_warmup + cfg.num_samples - self.state.iteration)
+            elif self.kernels is None:
+                self.kernels = self._compile_kernels(self.grad_fn)
         self.windows = adaptation_windows(cfg.num_warmup)
         self.divergences = 0
         self.calls0 = self.grad_fn.calls
@@ -521,17 +515,22 @@ class _Run(RunLoop):
 
     def _packaged_kernels(self) -> NutsKernels | None:
         """The NUTS steps from this machine's compiled package for this run (see
-        :mod:`bayesact.infer.packaged`), or None (none yet, or not for this device)."""
+        :mod:`bayesact.infer.packaged`), or None (none yet, or not for this device); a found
+        package is noted in the state's info (``compiled_package``)."""
         key, state, cfg = self.kernels_key, self.state, self.cfg
         if key is None or self.potential.graph is None or not compile_packages.supported(cfg.device):
             return None
         try:
-            return load_nuts_kernels(key, self.potential.graph, state.z, state.potential, state.grad,
-                                     state.step_size, state.inverse_mass, cfg.max_tree_depth,
-                                     cfg.max_delta_energy, self.grad_fn)
+            kernels = load_nuts_kernels(key, self.potential.graph, state.z, state.potential, state.grad,
+                                        state.step_size, state.inverse_mass, cfg.max_tree_depth,
+                                        cfg.max_delta_energy, self.grad_fn)
         except Exception as exc:  # an optimisation: never fail a run on it
             warn_user(f"could not load the compiled NUTS package ({exc!r}); running without it")
             return None
+        if kernels is not None:
+            state.info["compiled_package"] = True
+            state.info.setdefault("compile_seconds", 0.0)
+        return kernels
 
     def _start_package_build(self) -> bool:
         """Start a detached build of this run's compiled package (none on this machine yet);

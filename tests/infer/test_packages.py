@@ -117,10 +117,6 @@ def test_a_short_run_starts_its_package_build_only_when_it_ends(
     assert started_at == ([30] if compile_arg == "auto" else [])
 
 
-def _key_paths(key: str) -> compile_packages.PackagePaths:
-    paths = compile_packages.package_paths(key)
-    paths.package.parent.mkdir(parents=True, exist_ok=True)
-    return paths
 
 
 def test_a_damaged_package_is_ignored_with_a_warning_and_never_loaded(
@@ -136,7 +132,7 @@ def test_a_damaged_package_is_ignored_with_a_warning_and_never_loaded(
             raise RuntimeError("not a package")
 
     monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", Loader)
-    paths = _key_paths("damaged")
+    paths = compile_packages.package_paths("damaged")
     paths.package.write_bytes(b"\x7fELF not really a package")
     paths.record.write_text(json.dumps({"sha256": "0" * 64}))
     with pytest.warns(compilation.CompileFallbackWarning, match="SHA-256"):
@@ -198,7 +194,7 @@ def test_the_shipped_gradient_graph_computes_what_the_captured_one_does() -> Non
 
 
 def test_one_build_at_a_time_and_a_stale_lock_is_taken_over(package_cache: Path) -> None:
-    paths = _key_paths("locked")
+    paths = compile_packages.package_paths("locked")
     paths.lock.write_text("")
     assert compile_packages.building("locked")
     assert not compile_packages.start_build("locked", "bayesact.infer.package_worker", {})
