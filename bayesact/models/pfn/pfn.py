@@ -64,8 +64,14 @@ def standardization(
     mean = y.mean(-1, keepdim=True)
     std = y.std(-1, keepdim=True).clamp(min=floor)
     if min_width is not None:
-        std = torch.maximum(std, _ULPS_PER_BUCKET * torch.finfo(y.dtype).eps * mean.abs() / min_width)
+        std = torch.maximum(std, _rounding_floor(mean, min_width))
     return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _rounding_floor(mean: Tensor, min_width: Tensor | float) -> Tensor:
+    """16 · eps · |m| / ``min_width``: the scale at which a bucket ``min_width`` wide in standardised
+    units spans 16 units of rounding of y ≈ m (eps of m's dtype)."""
+    return _ULPS_PER_BUCKET * torch.finfo(mean.dtype).eps * mean.abs() / min_width
 
 
 class StandardizedBorders(NamedTuple):
@@ -351,8 +357,7 @@ class PFN(nn.Module):
         if (self.y_prior_mean, self.y_prior_std) == (0.0, 1.0):
             return None
         mean = y_train.new_full((y_train.shape[0], 1), self.y_prior_mean)
-        rounding = _ULPS_PER_BUCKET * torch.finfo(y_train.dtype).eps * abs(self.y_prior_mean) / min_width
-        return mean, torch.clamp(rounding, min=self.y_prior_std).expand_as(mean)
+        return mean, _rounding_floor(mean, min_width).clamp(min=self.y_prior_std)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x_train: Tensor, y_train: Tensor, x_test: Tensor) -> BarDistribution:
