@@ -25,8 +25,9 @@ __all__ = ["direct_calls", "fetch_attr", "simplify"]
 
 aten = torch.ops.aten
 
+# (``detach`` included: the graphs simplified here run without autograd, where it only aliases)
 _VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.expand.default,
-          aten.alias.default}
+          aten.alias.default, aten.detach.default}
 _SQUEEZES = {aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default}
 _IDENTITY = {aten.add.Tensor: 0.0, aten.sub.Tensor: 0.0, aten.mul.Tensor: 1.0, aten.div.Tensor: 1.0}
 _COMMUTATIVE = {aten.add.Tensor, aten.mul.Tensor}

@@ -7,10 +7,11 @@ The model is traced once to find its latent sites, their shapes and Pyro's bijec
 
 the negative log joint of the constrained values ``T(z)`` plus the log-Jacobian of the
 transforms (the change of variables used by Stan and Pyro, Carpenter et al. 2017).
-Chains are a leading batch dimension: ``torch.func.vmap`` of ``torch.func.grad_and_value``
-evaluates all of them in one call. The vmapped gradient is captured once as a graph of
-ATen operations (``torch.fx.experimental.proxy_tensor.make_fx``), so Pyro's effect handlers
-run once instead of at every leapfrog step (the graph is then simplified, see
+Chains are a leading batch dimension: ``torch.func.vmap`` of the potential evaluates all of
+them in one call, and autograd of the chains' sum gives each chain's gradient. The vmapped
+gradient is captured once as a graph of ATen operations
+(``torch.fx.experimental.proxy_tensor.make_fx``), so Pyro's effect handlers run once instead
+of at every leapfrog step (the graph is then simplified, see
 :mod:`bayesact.infer.graph_passes`); the capture is checked against the eager
 gradient and the engine falls back to plain ``vmap`` (or a per-chain loop) when it differs.
 
@@ -255,11 +256,19 @@ class Potential:
             return -self._log_joint_one(x, batch)
 
         in_dims = (0, *((0 if self.batched_data else None) for _ in data))
-        # ``grad`` ignores the outer no_grad; it keeps the model's parameters out of the outputs'
-        # autograd history (a sampler feeding them back would otherwise grow it over the run)
-        with _model_context(self.dtype), torch.no_grad():
-            grad, value = torch.func.vmap(torch.func.grad_and_value(pot), in_dims=in_dims)(z, *data)
-        return value, grad
+        # The chains are independent slices of the vmapped potential, so the gradient of their sum
+        # is each chain's gradient. Plain autograd rather than ``torch.func.grad``: the latter
+        # imports torch._dynamo on first use (about a second of a cold run). Only ``x`` is an
+        # input of the backward pass and nothing keeps a graph, so the model's parameters get no
+        # ``.grad`` and the outputs no autograd history (a sampler feeding them back would
+        # otherwise grow it over the run).
+        with _model_context(self.dtype), torch.enable_grad():
+            x = z.detach().requires_grad_(True)
+            value = torch.func.vmap(pot, in_dims=in_dims)(x, *data)
+            grad = torch.autograd.grad(value.sum(), x, allow_unused=True)[0] if value.requires_grad else None
+        if grad is None:  # a potential that does not depend on the latent values
+            grad = torch.zeros_like(x)
+        return value.detach(), grad
 
     def _loop_value_and_grad(
         self, z: torch.Tensor, *data: torch.Tensor
