@@ -3,7 +3,9 @@
 Every compiled path in bayesact (the fused activations, the kernels' fused recursion, the NUTS
 kernels) goes through :func:`compiled`, which wraps a pure tensor function ``fn`` and
 
-* compiles it with ``torch.compile`` (TorchInductor), or with a caller-supplied ``compiler``;
+* compiles it with ``torch.compile`` (TorchInductor), or with a caller-supplied ``compiler``
+  (e.g. :func:`torchscript`, a trace to TorchScript that takes milliseconds, runs the same ATen
+  kernels as eager without Python's per-operation cost, and needs no Inductor);
 * verifies the compiled function against ``fn`` on example inputs (the first call's arguments
   or ``verify_inputs``), within a tolerance set by the dtype (:func:`outputs_close`);
 * falls back to ``fn`` with ONE :class:`CompileFallbackWarning` per distinct reason (a broken
@@ -78,6 +80,7 @@ __all__ = [
     "record_compile",
     "set_enabled",
     "settle_vec_isa",
+    "torchscript",
     "use_persistent_cache",
     "write_json_atomically",
 ]
@@ -99,6 +102,10 @@ _CONTROL_FLOW: tuple[type[BaseException], ...] = tuple(
     exc for exc in (getattr(torch.utils.checkpoint, "_StopRecomputationError", None),) if exc is not None
 )
 Compiler = Callable[[Callable[..., Any], tuple[Any, ...]], Callable[..., Any]]
+
+#: calls :func:`torchscript` makes before returning: TorchScript's profiling executor records the
+#: first call and optimises the graph at the second, so the third runs the plan later calls run
+_TORCHSCRIPT_WARM_CALLS = 2
 
 
 class CompileFallbackWarning(RuntimeWarning):
@@ -440,6 +447,32 @@ def _warn_fallback(name: str, reason: str, stacklevel: int) -> None:
 # the compiled function
 
 
+def torchscript(fn: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..., Any]:
+    """A :data:`Compiler` for :func:`compiled` (with ``inductor=False``): ``fn`` traced to
+    TorchScript at ``example`` (``torch.jit.trace``, a few milliseconds), then called
+    :data:`_TORCHSCRIPT_WARM_CALLS` times so that the profiling executor has settled.
+
+    The traced graph runs the same ATen kernels as ``fn`` in TorchScript's C++ interpreter: on
+    the CPU, where TorchScript fuses nothing, it computes the same bits as ``fn`` without
+    Python's cost per operation (a few microseconds each: most of the time of a small model's
+    step). ``fn`` must be shape-static and free of data-dependent Python control flow (a graph
+    from ``make_fx`` is). Tracing removes operations whose results are unused, including those
+    without outputs whose only effect is to raise (``aten._linalg_check_errors``, which makes a
+    failed ``torch.linalg.cholesky`` raise): trace only functions without such checks (see
+    :class:`bayesact.infer.compiled.CompiledFunction`). ``torch.jit`` is deprecated in favour of
+    ``torch.compile`` and is not supported on Python 3.14+, where this raises (and
+    :func:`compiled` falls back).
+    """
+    if sys.version_info >= (3, 14):
+        raise RuntimeError("TorchScript is not supported on Python 3.14+")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice, tracer chatter
+        traced = torch.jit.trace(fn, example, check_trace=False)
+        for _ in range(_TORCHSCRIPT_WARM_CALLS):
+            traced(*example)
+    return traced
+
+
 def _own_code(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     """A copy of the plain function ``fn`` with its own code object named ``name``.
 
@@ -497,6 +530,7 @@ class Compiled:
         options: Mapping[str, Any] | None,
         dynamo_config: Mapping[str, Any] | None,
         compiler: Compiler | None,
+        inductor: bool = True,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -507,6 +541,7 @@ class Compiled:
         self.options = dict(options) if options else None
         self.dynamo_config = dict(dynamo_config) if dynamo_config else None
         self.compiler = compiler
+        self.inductor = inductor
         self.state = "new"
         self.calls = 0
         self.compile_seconds = 0.0
@@ -519,9 +554,10 @@ class Compiled:
     # -- building ---------------------------------------------------------------------------
 
     def _compile(self, example: tuple[Any, ...]) -> Callable[..., Any]:
-        use_persistent_cache()  # before Dynamo loads (it writes torch's default directory)
-        settle_vec_isa(probe=any(isinstance(t, torch.Tensor) and t.device.type == "cpu"
-                                 for t in _leaves(example)))
+        if self.inductor:
+            use_persistent_cache()  # before Dynamo loads (it writes torch's default directory)
+            settle_vec_isa(probe=any(isinstance(t, torch.Tensor) and t.device.type == "cpu"
+                                     for t in _leaves(example)))
         if self.compiler is None and not torch._dynamo.is_dynamo_supported():
             raise RuntimeError(f"torch.compile is not supported on Python {sys.version.split()[0]}")
         label = "".join(c if c.isalnum() else "_" for c in self.name)
@@ -673,6 +709,7 @@ def compiled(
     options: Mapping[str, Any] | None = None,
     dynamo_config: Mapping[str, Any] | None = None,
     compiler: Compiler | None = None,
+    inductor: bool = True,
 ) -> Compiled:
     """``fn`` with a compiled form that is verified against it and replaced by it on failure.
 
@@ -691,7 +728,10 @@ def compiled(
         dynamo_config: ``torch._dynamo.config`` settings applied around compiling and calling
             (e.g. ``{"recompile_limit": 512}`` for a function compiled for many shapes).
         compiler: instead of ``torch.compile``, ``compiler(fn, example_args) -> callable`` (e.g.
-            ``make_fx`` + ``torch._inductor.standalone_compile`` for a guard-free graph).
+            ``make_fx`` + ``torch._inductor.standalone_compile`` for a guard-free graph, or
+            :func:`torchscript`).
+        inductor: whether the compiler uses Inductor (its persistent cache and CPU probe are
+            set up before the first compile); False for :func:`torchscript`.
 
     Returns:
         a :class:`Compiled`, called like ``fn``.
@@ -705,4 +745,5 @@ def compiled(
     if not callable(fn):
         raise TypeError(f"compiled: fn must be callable, got {type(fn).__name__}")
     return Compiled(fn, name=name, policy=policy, verify_inputs=verify_inputs, dynamic=dynamic,
-                    min_calls=min_calls, options=options, dynamo_config=dynamo_config, compiler=compiler)
+                    min_calls=min_calls, options=options, dynamo_config=dynamo_config, compiler=compiler,
+                    inductor=inductor)

@@ -425,3 +425,49 @@ def test_the_vec_isa_probe_runs_once_per_machine_and_only_an_all_pass_result_ski
     assert C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is True and len(probes) == 2  # no probe
     monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", False)  # the user's own setting wins
     assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is False
+
+
+# -- the TorchScript compiler ------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torchscript_computes_the_same_bits_as_eager_on_the_cpu(dtype: torch.dtype) -> None:
+    # TorchScript fuses nothing on the CPU: the traced graph runs eager's own ATen kernels
+    fn = C.compiled(f, name="ts_bits", compiler=C.torchscript, inductor=False)
+    x, y = _inputs(dtype)
+    assert fn.prepare(x, y) and fn.state == "ready"
+    for scale in (1.0, -3.0, 40.0):  # new values through the same traced graph
+        assert torch.equal(fn(x * scale, y), f(x * scale, y))
+
+
+def test_a_torchscript_failure_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no TorchScript here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    fn = C.compiled(f, name="ts_broken", compiler=C.torchscript, inductor=False)
+    x, y = _inputs()
+    with pytest.warns(C.CompileFallbackWarning, match="no TorchScript here"):
+        assert torch.equal(fn(x, y), f(x, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(fn(x, y), f(x, y))  # eager from now on, silently
+    assert fn.state == "failed"
+
+
+def test_the_torchscript_compiler_never_loads_inductor() -> None:
+    # inductor=False skips Inductor's cache set-up and CPU probe (importing Inductor alone costs
+    # about a second of a cold process)
+    code = textwrap.dedent(
+        """
+        import sys, torch
+        from bayesact import compilation as C
+        fn = C.compiled(lambda x: torch.tanh(x) * 2, name="ts_cold", compiler=C.torchscript,
+                        inductor=False)
+        x = torch.randn(5)
+        assert fn.prepare(x) and torch.equal(fn(x), torch.tanh(x) * 2)
+        print("inductor loaded:", "torch._inductor" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, C.ENV_VAR: "1"})
+    assert out.returncode == 0, out.stderr
+    assert "inductor loaded: False" in out.stdout

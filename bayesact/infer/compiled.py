@@ -1,4 +1,4 @@
-"""Guard-free compilation of pure tensor functions: ``make_fx`` then TorchInductor.
+"""Guard-free compilation of pure tensor functions: ``make_fx`` then TorchInductor or TorchScript.
 
 ``torch.compile`` checks Dynamo guards on every argument at every call; for a NUTS leaf with
 some 25 tensor arguments that costs as much as a small model's gradient. The functions
@@ -12,7 +12,9 @@ and strides. A call with another layout recompiles. Compiling goes through
 :func:`bayesact.compilation.compiled` (the library's one compile policy: persistent private
 cache, the compiled graph verified against the traced graph run eagerly, one
 :class:`~bayesact.compilation.CompileFallbackWarning` per failure, ``BAYESACT_COMPILE=0``
-honoured).
+honoured). ``backend="torchscript"`` hands the same graph to TorchScript instead
+(:func:`bayesact.compilation.torchscript`: milliseconds to build, the same ATen kernels as the
+graph run eagerly, without Python's cost per operation).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -207,9 +209,13 @@ def trace_flat(fn: Callable[..., Any], example_args: Sequence[Any], fast_math: b
     return FlatTrace(graph, flat, in_spec, out_spec, single, math.inductor_settings())
 
 
+Backend = Literal["inductor", "torchscript"]
+
+
 class CompiledFunction:
-    """A pure function of tensors and NamedTuples of tensors, compiled once by TorchInductor
-    through :func:`bayesact.compilation.compiled` (one cache, one verification, one warning).
+    """A pure function of tensors and NamedTuples of tensors, compiled once by TorchInductor (or
+    TorchScript) through :func:`bayesact.compilation.compiled` (one cache, one verification, one
+    warning).
 
     ``fn`` is traced to a graph of ATen operations (:func:`trace_flat`: ``make_fx``; float32 CPU
     ``tanh`` rewritten by :mod:`~bayesact.infer.fast_math` when ``fast_math``), and that graph is
@@ -221,9 +227,12 @@ class CompiledFunction:
         fn: the pure function (returns a tensor, or a tuple of tensors and NamedTuples).
         example_args: arguments with the shapes, dtypes and layouts of the real calls.
         fast_math: replace float32 CPU ``tanh`` by :func:`~bayesact.infer.fast_math.rational_tanh`
-            (error ≤ 5.3 ulp; several times faster on the CPU).
+            (error ≤ 5.3 ulp; several times faster on the CPU). Inductor only.
         name: the name of the compiled function in warnings and
             :func:`bayesact.compilation.fallbacks`.
+        backend: ``"inductor"`` (fused C++/Triton code; seconds to minutes to compile, cached on
+            disk) or ``"torchscript"`` (:func:`bayesact.compilation.torchscript`: milliseconds, no
+            fusion, the traced graph's own numbers).
 
     Raises:
         CompileFailed: when tracing or compilation fails, the compiled function disagrees with
@@ -236,22 +245,30 @@ class CompiledFunction:
 
     def __init__(
         self, fn: Callable[..., Any], example_args: Sequence[Any], fast_math: bool = True,
-        name: str = "infer_function",
+        name: str = "infer_function", backend: Backend = "inductor",
     ) -> None:
+        if backend not in ("inductor", "torchscript"):
+            raise ValueError(f"backend must be 'inductor' or 'torchscript', got {backend!r}")
         if not compilation.is_enabled():
             raise CompileFailed(f"compilation is off ({compilation.ENV_VAR}=0 or set_enabled(False))")
         self.fn = fn
-        self.fast_math = fast_math
+        self.fast_math = fast_math = fast_math and backend == "inductor"
         t0 = time.perf_counter()
         self.trace = trace_flat(fn, example_args, fast_math)
         self.graph = self.trace.graph
         layouts: list[_InductorLayouts] = []
 
-        def compiler(graph: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..., Any]:
+        def inductor(graph: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..., Any]:
             layouts.append(_InductorLayouts(self.graph, example, self.trace.settings))
             return layouts[-1]
 
-        self._compiled = compilation.compiled(self.graph, name=name, compiler=compiler)
+        dropped = _outputless_operations(self.graph) if backend == "torchscript" else []
+        if dropped:
+            raise CompileFailed(f"TorchScript's trace would drop the operations without outputs {dropped}"
+                                " (error checks such as a failed Cholesky's): the eager graph runs")
+        compiler = inductor if backend == "inductor" else compilation.torchscript
+        self._compiled = compilation.compiled(self.graph, name=name, compiler=compiler,
+                                              inductor=backend == "inductor")
         ready = self._compiled.prepare(*self.trace.flat)
         self._layouts = layouts
         self._trace_seconds = time.perf_counter() - t0 - sum(x.seconds for x in layouts)
@@ -264,6 +281,15 @@ class CompiledFunction:
 
     def __call__(self, *args: Any) -> Any:
         return self.trace.unflatten(self._compiled.run(*_flatten(args)))
+
+
+def _outputless_operations(graph: torch.fx.GraphModule) -> list[str]:
+    """The ATen operations of ``graph`` that return nothing: error checks such as
+    ``aten._linalg_check_errors`` (what makes ``torch.linalg.cholesky`` raise) or
+    ``aten._assert_async``, which a TorchScript trace removes as dead code."""
+    return sorted({str(n.target) for n in graph.graph.nodes
+                   if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+                   and not n.target._schema.returns})
 
 
 class _Counted:
@@ -350,8 +376,10 @@ def compile_nuts_kernels(
     max_tree_depth: int,
     max_delta_energy: float,
     counter: Any,
+    backend: Backend = "inductor",
 ) -> tuple[NutsKernels, float]:
-    """Compile the pair-of-leaves step of NUTS for this state.
+    """Compile the pair-of-leaves step of NUTS for this state (with ``backend``, see
+    :class:`CompiledFunction`).
 
     ``potential_and_grad`` (the captured gradient graph) is inlined, so one call runs two
     leapfrog steps with all the tree bookkeeping. Only the pair is compiled: it runs all but
@@ -366,8 +394,9 @@ def compile_nuts_kernels(
     """
     example = nuts_pair_example(potential_and_grad, z, potential, grad, step_size, inverse_mass,
                                 max_tree_depth, max_delta_energy)
-    pair = with_finite_example(lambda args: CompiledFunction(example.pair, args, name="nuts_leaf_pair"),
-                               example)
+    name = "nuts_leaf_pair" if backend == "inductor" else f"nuts_leaf_pair_{backend}"
+    pair = with_finite_example(
+        lambda args: CompiledFunction(example.pair, args, name=name, backend=backend), example)
     kernels = NutsKernels(_Counted(example.leaf, counter, 1), _Counted(pair, counter, 2), merge_and_start)
     return kernels, pair.compile_seconds
 

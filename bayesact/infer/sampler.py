@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bayesact import compilation, compile_packages
+from bayesact.infer import compiled as compiled_steps
 from bayesact.infer.adaptation import (
     DualAveragingState,
     WelfordState,
@@ -249,6 +250,12 @@ AUTO_PACKAGE_MIN_SECONDS = 5.0
 #: s under load); a shorter one starts the build only when it ends, so that the build (which
 #: slowed a 9-s run by 1.2 s, ~13 %, while it ran beside it) never competes with its sampling
 AUTO_PACKAGE_EARLY_SECONDS = 30.0
+#: ``compile="auto"`` on the CPU: a run projected to take longer than this eagerly runs its
+#: pair-of-leaves step as TorchScript (:func:`bayesact.compilation.torchscript`: the same ATen
+#: kernels, so the same draws bit for bit, without Python's cost per operation) until compiled
+#: steps arrive. Built in the sampling thread: ~0.5 s (tracing the step with ``make_fx``); the
+#: step then runs ~2x faster (tanh BNN D = 4, H = 50, N = 200, 1 chain: 0.9 -> 0.41 ms per pair)
+AUTO_SCRIPT_MIN_SECONDS = 2.0
 
 
 class _AutoCompile:
@@ -277,6 +284,7 @@ class _AutoCompile:
         self.package_wanted = False  # the run is long enough to leave a package for the next
         self.package_started = False  # a package build was tried
         self.package_pending = False  # a package build is running: switch when it is ready
+        self.scripted = False  # the TorchScript step was tried
 
     def tick(self) -> None:
         """Called before every iteration."""
@@ -298,6 +306,9 @@ class _AutoCompile:
         if self.seen >= AUTO_PROBE_ITERATIONS:
             per_iteration = (self.stamps[-1] - self.stamps[0]) / (len(self.stamps) - 1)
             projected = per_iteration * (self.left - self.seen)
+            if not self.scripted and projected >= AUTO_SCRIPT_MIN_SECONDS:
+                self.scripted = True
+                self.run._script_kernels()
             self.package_wanted |= projected >= AUTO_PACKAGE_MIN_SECONDS
             if not self.package_started and projected >= AUTO_PACKAGE_EARLY_SECONDS:
                 self.package_started = True
@@ -513,6 +524,28 @@ class _Run(RunLoop):
             compilation.record_compile(key, seconds if warm else AUTO_WARM_GUESS_SECONDS)
         return kernels
 
+    def _script_kernels(self) -> None:
+        """On the CPU, run the pair-of-leaves step as TorchScript from now on (the eager steps'
+        numbers, see :data:`AUTO_SCRIPT_MIN_SECONDS`); noted in the state's info
+        (``scripted_from_iteration``, ``script_seconds``). Any failure keeps the eager steps."""
+        cfg, state = self.cfg, self.state
+        if self.kernels is not None or self.potential.graph is None or cfg.device.type != "cpu":
+            return
+        try:
+            kernels, seconds = compiled_steps.compile_nuts_kernels(
+                self.potential.graph, state.z, state.potential, state.grad, state.step_size,
+                state.inverse_mass, cfg.max_tree_depth, cfg.max_delta_energy, self.grad_fn,
+                backend="torchscript",
+            )
+        except CompileFailed:  # warned once by bayesact.compilation: eager steps
+            return
+        except Exception as exc:  # an optimisation: never fail a run on it
+            warn_user(f"could not script the NUTS steps ({exc!r}); running them eagerly")
+            return
+        self.kernels = kernels
+        state.info["scripted_from_iteration"] = state.iteration
+        state.info["script_seconds"] = seconds
+
     def _packaged_kernels(self) -> NutsKernels | None:
         """The NUTS steps from this machine's compiled package for this run (see
         :mod:`bayesact.infer.packaged`), or None (none yet, or not for this device); a found
@@ -578,13 +611,17 @@ class _Run(RunLoop):
                       f"potential (per site: {per_site}); they diverged and the posterior there is "
                       "not explored: check the model's gradient (see sample_stats['nonfinite_grad'])")
         compiled = "compile_seconds" in state.info
+        scripted = "scripted_from_iteration" in state.info and not compiled
         return self.assemble(samples, stats, {
             "nonfinite_grad": nonfinite,
             "nonfinite_grad_sites": per_site,
             "method": cfg.method,
-            "potential_mode": self.potential.mode + ("+compiled_leaf" if compiled else ""),
+            "potential_mode": self.potential.mode + ("+compiled_leaf" if compiled else "")
+            + ("+scripted_leaf" if scripted else ""),
             "compile_seconds": state.info.get("compile_seconds", 0.0),
             "compiled_from_iteration": state.info.get("compiled_from_iteration"),
+            "scripted_from_iteration": state.info.get("scripted_from_iteration"),
+            "script_seconds": state.info.get("script_seconds", 0.0),
             "compiled_package": bool(state.info.get("compiled_package", False)),
             "num_warmup": cfg.num_warmup,
             "num_samples": cfg.num_samples,

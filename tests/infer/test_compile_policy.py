@@ -203,3 +203,101 @@ def test_a_failing_compile_key_never_fails_the_run(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 1e9)  # decides from the (missing) record
     post = mcmc(_conjugate, Y, num_chains=2, num_warmup=30, num_samples=30, seed=0, progress=False)
     assert post.samples["mu"].shape == (2, 30) and post.info["compile_seconds"] == 0.0
+
+
+def _small_bnn(x: torch.Tensor, y: torch.Tensor) -> None:
+    """A 2-5-1 tanh network: NUTS trees several leaves deep, so the pair step does most work."""
+    w1 = pyro.sample("w1", dist.Normal(torch.zeros(2, 5, dtype=x.dtype), 1.0).to_event(2))
+    w2 = pyro.sample("w2", dist.Normal(torch.zeros(5, dtype=x.dtype), 1.0).to_event(1))
+    sigma = pyro.sample("sigma", dist.HalfNormal(torch.ones((), dtype=x.dtype)))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(torch.tanh(x @ w1) @ w2, sigma), obs=y)
+
+
+def _bnn_data(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 2, generator=gen, dtype=dtype)
+    return x, torch.sin(x[:, 0]) + 0.1 * torch.randn(20, generator=gen, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_auto_scripts_the_pair_step_and_the_draws_stay_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    # on the CPU the TorchScript step runs eager's kernels: a seeded run that switches to it
+    # gives exactly the draws of compile=False (so the same distribution, trivially)
+    monkeypatch.setattr(sampler, "AUTO_SCRIPT_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 1e9)
+    x, y = _bnn_data(dtype)
+    run = {"num_chains": 2, "num_warmup": 30, "num_samples": 30, "seed": 6, "progress": False,
+           "max_tree_depth": 5}
+    scripted = mcmc(_small_bnn, x, y, compile="auto", **run)
+    eager = mcmc(_small_bnn, x, y, compile=False, **run)
+    assert scripted.info["potential_mode"] == "captured+scripted_leaf"
+    assert scripted.info["scripted_from_iteration"] == sampler.AUTO_PROBE_ITERATIONS
+    assert scripted.info["script_seconds"] > 0 and scripted.info["compile_seconds"] == 0.0
+    assert eager.info["scripted_from_iteration"] is None and eager.info["potential_mode"] == "captured"
+    assert scripted.info["num_gradient_calls"] == eager.info["num_gradient_calls"]
+    for name in ("w1", "w2", "sigma"):
+        assert torch.equal(scripted.samples[name], eager.samples[name])
+
+
+def test_a_short_run_is_not_scripted(monkeypatch: pytest.MonkeyPatch) -> None:
+    def must_not_script(*args, **kwargs):
+        raise AssertionError("a run projected under AUTO_SCRIPT_MIN_SECONDS must not be scripted")
+
+    monkeypatch.setattr(sampler, "AUTO_SCRIPT_MIN_SECONDS", 1e9)
+    monkeypatch.setattr(compilation, "torchscript", must_not_script)
+    post = mcmc(_small_bnn, *_bnn_data(torch.float32), num_chains=2, num_warmup=20, num_samples=20,
+                seed=7, progress=False, max_tree_depth=4)
+    assert post.info["scripted_from_iteration"] is None
+
+
+def test_a_scripting_failure_falls_back_to_the_eager_steps_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reason = f"torchscript exploded {uuid.uuid4().hex}"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(reason)
+
+    monkeypatch.setattr(sampler, "AUTO_SCRIPT_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 1e9)
+    monkeypatch.setattr(compilation, "torchscript", broken)
+    x, y = _bnn_data(torch.float32)
+    run = {"num_chains": 2, "num_warmup": 20, "num_samples": 20, "seed": 8, "progress": False,
+           "max_tree_depth": 4}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        post = mcmc(_small_bnn, x, y, compile="auto", **run)
+    fallbacks = [w for w in record if issubclass(w.category, compilation.CompileFallbackWarning)]
+    assert len(fallbacks) == 1 and reason in str(fallbacks[0].message)
+    assert post.info["potential_mode"] == "captured" and post.info["scripted_from_iteration"] is None
+    assert torch.equal(post.samples["w1"], mcmc(_small_bnn, x, y, compile=False, **run).samples["w1"])
+
+
+def _raising_model() -> None:
+    """x ~ N(0, 1), and a Cholesky that fails for |x| >= 1: the posterior is N(0, 1) on (-1, 1)."""
+    x = pyro.sample("x", dist.Normal(torch.zeros((), dtype=torch.float64), 1.0))
+    one = torch.ones((), dtype=torch.float64)
+    cov = torch.stack([torch.stack([one, x]), torch.stack([x, one])])
+    pyro.factor("chol", 0.0 * torch.linalg.cholesky(cov).sum())
+
+
+def test_a_potential_that_can_raise_is_not_scripted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a TorchScript trace drops the error check that makes a failed Cholesky raise (an operation
+    # without outputs): such a step would silently return NaN where the model raises, so it is
+    # never scripted, and the raising region still counts as zero density
+    monkeypatch.setattr(sampler, "AUTO_SCRIPT_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 1e9)
+    run = {"num_chains": 4, "num_warmup": 40, "num_samples": 60, "seed": 3, "init": {"x": 0.0},
+           "progress": False}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        post = mcmc(_raising_model, compile="auto", **run)
+    assert not [w for w in record if issubclass(w.category, compilation.CompileFallbackWarning)]
+    assert post.info["potential_mode"] == "captured" and post.info["scripted_from_iteration"] is None
+    assert bool((post.samples["x"].abs() < 1).all())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.equal(post.samples["x"], mcmc(_raising_model, compile=False, **run).samples["x"])
