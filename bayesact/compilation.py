@@ -455,19 +455,24 @@ def torchscript(fn: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..
     The traced graph runs the same ATen kernels as ``fn`` in TorchScript's C++ interpreter: on
     the CPU, where TorchScript fuses nothing, it computes the same bits as ``fn`` without
     Python's cost per operation (a few microseconds each: most of the time of a small model's
-    step). ``fn`` must be shape-static and free of data-dependent Python control flow (a graph
-    from ``make_fx`` is). Tracing removes operations whose results are unused, including those
-    without outputs whose only effect is to raise (``aten._linalg_check_errors``, which makes a
-    failed ``torch.linalg.cholesky`` raise): trace only functions without such checks (see
-    :class:`bayesact.infer.compiled.CompiledFunction`). ``torch.jit`` is deprecated in favour of
+    step). ``fn`` must be shape-static and free of data-dependent Python control flow: a trace
+    that reads a tensor's value on the host (``torch.jit.TracerWarning``) is refused. Tracing
+    removes operations whose results are unused, including those without outputs whose only
+    effect is to raise (``aten._linalg_check_errors``, which makes a failed
+    ``torch.linalg.cholesky`` raise): trace only functions without such checks (see
+    :func:`bayesact.infer.compiled.compile_nuts_kernels`). ``torch.jit`` is deprecated in favour of
     ``torch.compile`` and is not supported on Python 3.14+, where this raises (and
     :func:`compiled` falls back).
     """
     if sys.version_info >= (3, 14):
         raise RuntimeError("TorchScript is not supported on Python 3.14+")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice, tracer chatter
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")  # recorded here, never shown (the deprecation notice too)
         traced = torch.jit.trace(fn, example, check_trace=False)
+    unsafe = [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    if unsafe:  # a value read on the host (control flow, an index) would be frozen into the graph
+        raise RuntimeError(f"the trace depends on tensor values: {unsafe[0]}")
+    with torch.no_grad():
         for _ in range(_TORCHSCRIPT_WARM_CALLS):
             traced(*example)
     return traced

@@ -453,6 +453,18 @@ def test_a_torchscript_failure_falls_back_with_one_warning(monkeypatch: pytest.M
     assert fn.state == "failed"
 
 
+def test_torchscript_refuses_a_trace_that_reads_tensor_values() -> None:
+    # a trace freezes Python control flow on a tensor's value: refused, and the function runs eagerly
+    def branchy(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if bool(x.sum() > 0) else x - 1
+
+    fn = C.compiled(branchy, name="ts_branchy", compiler=C.torchscript, inductor=False)
+    up, down = torch.ones(3), -torch.ones(3)
+    with pytest.warns(C.CompileFallbackWarning, match="depends on tensor values"):
+        assert torch.equal(fn(up), up * 2)
+    assert torch.equal(fn(down), down - 1) and fn.state == "failed"
+
+
 def test_the_torchscript_compiler_never_loads_inductor() -> None:
     # inductor=False skips Inductor's cache set-up and CPU probe (importing Inductor alone costs
     # about a second of a cold process)

@@ -12,9 +12,9 @@ and strides. A call with another layout recompiles. Compiling goes through
 :func:`bayesact.compilation.compiled` (the library's one compile policy: persistent private
 cache, the compiled graph verified against the traced graph run eagerly, one
 :class:`~bayesact.compilation.CompileFallbackWarning` per failure, ``BAYESACT_COMPILE=0``
-honoured). ``backend="torchscript"`` hands the same graph to TorchScript instead
+honoured). :class:`ScriptedFunction` traces a function to TorchScript instead
 (:func:`bayesact.compilation.torchscript`: milliseconds to build, the same ATen kernels as the
-graph run eagerly, without Python's cost per operation).
+function run eagerly, without Python's cost per operation).
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ from bayesact.infer.nuts_tree import (
 )
 
 __all__ = [
-    "CompileFailed", "CompiledFunction", "FlatTrace", "PairExample", "compile_nuts_kernels",
-    "detach_constants", "nuts_kernels_key", "nuts_pair_example", "trace_flat", "with_finite_example",
+    "CompileFailed", "CompiledFunction", "FlatTrace", "PairExample", "ScriptedFunction",
+    "compile_nuts_kernels", "detach_constants", "nuts_kernels_key", "nuts_pair_example", "trace_flat",
+    "with_finite_example",
 ]
 
 
@@ -180,12 +181,17 @@ class FlatTrace(NamedTuple):
         return out[0] if self.single else _unflatten(out, self.out_spec)
 
 
-def trace_flat(fn: Callable[..., Any], example_args: Sequence[Any], fast_math: bool = True) -> FlatTrace:
-    """``fn`` traced at ``example_args`` with ``make_fx`` to a graph on flat tensor lists (float32
-    CPU ``tanh`` rewritten by :mod:`~bayesact.infer.fast_math` when ``fast_math``; constants that
-    require grad detached, see :func:`detach_constants`)."""
-    from torch.fx.experimental.proxy_tensor import make_fx
+class _FlatFunction(NamedTuple):
+    """``fn`` as a function of flat tensor lists, with example inputs and the specs to undo it."""
 
+    fn: Callable[..., list[torch.Tensor]]
+    flat: list[torch.Tensor]
+    in_spec: list[type | None]
+    out_spec: list[type | None]
+    single: bool
+
+
+def _flat_function(fn: Callable[..., Any], example_args: Sequence[Any]) -> _FlatFunction:
     in_spec = [_arg_spec(a) for a in example_args]
     ref = fn(*example_args)
     single = isinstance(ref, torch.Tensor)
@@ -195,27 +201,35 @@ def trace_flat(fn: Callable[..., Any], example_args: Sequence[Any], fast_math: b
         out = fn(*_unflatten(flat, in_spec))
         return _flatten((out,) if single else out)
 
-    # make_fx tracks tensors by identity: a tensor passed twice (a one-point tree has the
+    # tracers track tensors by identity: a tensor passed twice (a one-point tree has the
     # same tensors at both ends) would become one graph input read for both arguments,
     # and later calls with distinct tensors would silently compute with the wrong one
-    flat = _distinct(_flatten(example_args))
+    return _FlatFunction(flat_fn, _distinct(_flatten(example_args)), in_spec, out_spec, single)
+
+
+def trace_flat(fn: Callable[..., Any], example_args: Sequence[Any], fast_math: bool = True) -> FlatTrace:
+    """``fn`` traced at ``example_args`` with ``make_fx`` to a graph on flat tensor lists (float32
+    CPU ``tanh`` rewritten by :mod:`~bayesact.infer.fast_math` when ``fast_math``; constants that
+    require grad detached, see :func:`detach_constants`)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    flat = _flat_function(fn, example_args)
     # the warning filters are process-wide: only the main thread silences tracing chatter
     main = threading.current_thread() is threading.main_thread()
     with warnings.catch_warnings() if main else contextlib.nullcontext():
         if main:
             warnings.simplefilter("ignore")
         math = FastMath(fast_math)
-        graph = detach_constants(make_fx(flat_fn, decomposition_table=math.table)(*flat))
-    return FlatTrace(graph, flat, in_spec, out_spec, single, math.inductor_settings())
+        graph = detach_constants(make_fx(flat.fn, decomposition_table=math.table)(*flat.flat))
+    return FlatTrace(graph, flat.flat, flat.in_spec, flat.out_spec, flat.single, math.inductor_settings())
 
 
 Backend = Literal["inductor", "torchscript"]
 
 
 class CompiledFunction:
-    """A pure function of tensors and NamedTuples of tensors, compiled once by TorchInductor (or
-    TorchScript) through :func:`bayesact.compilation.compiled` (one cache, one verification, one
-    warning).
+    """A pure function of tensors and NamedTuples of tensors, compiled once by TorchInductor
+    through :func:`bayesact.compilation.compiled` (one cache, one verification, one warning).
 
     ``fn`` is traced to a graph of ATen operations (:func:`trace_flat`: ``make_fx``; float32 CPU
     ``tanh`` rewritten by :mod:`~bayesact.infer.fast_math` when ``fast_math``), and that graph is
@@ -227,12 +241,9 @@ class CompiledFunction:
         fn: the pure function (returns a tensor, or a tuple of tensors and NamedTuples).
         example_args: arguments with the shapes, dtypes and layouts of the real calls.
         fast_math: replace float32 CPU ``tanh`` by :func:`~bayesact.infer.fast_math.rational_tanh`
-            (error ≤ 5.3 ulp; several times faster on the CPU). Inductor only.
+            (error ≤ 5.3 ulp; several times faster on the CPU).
         name: the name of the compiled function in warnings and
             :func:`bayesact.compilation.fallbacks`.
-        backend: ``"inductor"`` (fused C++/Triton code; seconds to minutes to compile, cached on
-            disk) or ``"torchscript"`` (:func:`bayesact.compilation.torchscript`: milliseconds, no
-            fusion, the traced graph's own numbers).
 
     Raises:
         CompileFailed: when tracing or compilation fails, the compiled function disagrees with
@@ -245,30 +256,22 @@ class CompiledFunction:
 
     def __init__(
         self, fn: Callable[..., Any], example_args: Sequence[Any], fast_math: bool = True,
-        name: str = "infer_function", backend: Backend = "inductor",
+        name: str = "infer_function",
     ) -> None:
-        if backend not in ("inductor", "torchscript"):
-            raise ValueError(f"backend must be 'inductor' or 'torchscript', got {backend!r}")
         if not compilation.is_enabled():
             raise CompileFailed(f"compilation is off ({compilation.ENV_VAR}=0 or set_enabled(False))")
         self.fn = fn
-        self.fast_math = fast_math = fast_math and backend == "inductor"
+        self.fast_math = fast_math
         t0 = time.perf_counter()
         self.trace = trace_flat(fn, example_args, fast_math)
         self.graph = self.trace.graph
         layouts: list[_InductorLayouts] = []
 
-        def inductor(graph: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..., Any]:
+        def compiler(graph: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..., Any]:
             layouts.append(_InductorLayouts(self.graph, example, self.trace.settings))
             return layouts[-1]
 
-        dropped = _outputless_operations(self.graph) if backend == "torchscript" else []
-        if dropped:
-            raise CompileFailed(f"TorchScript's trace would drop the operations without outputs {dropped}"
-                                " (error checks such as a failed Cholesky's): the eager graph runs")
-        compiler = inductor if backend == "inductor" else compilation.torchscript
-        self._compiled = compilation.compiled(self.graph, name=name, compiler=compiler,
-                                              inductor=backend == "inductor")
+        self._compiled = compilation.compiled(self.graph, name=name, compiler=compiler)
         ready = self._compiled.prepare(*self.trace.flat)
         self._layouts = layouts
         self._trace_seconds = time.perf_counter() - t0 - sum(x.seconds for x in layouts)
@@ -281,6 +284,43 @@ class CompiledFunction:
 
     def __call__(self, *args: Any) -> Any:
         return self.trace.unflatten(self._compiled.run(*_flatten(args)))
+
+
+class ScriptedFunction:
+    """A pure, shape-static function of tensors and NamedTuples of tensors traced to TorchScript
+    through :func:`bayesact.compilation.compiled` with :func:`bayesact.compilation.torchscript`
+    (verified against ``fn`` itself; one warning on failure; ``BAYESACT_COMPILE=0`` honoured).
+
+    ``torch.jit.trace`` records the ATen operations ``fn`` runs at ``example_args`` directly (a
+    few tens of milliseconds, against ~0.5 s for ``make_fx``), so the traced function computes
+    what ``fn`` computes with the same kernels, in TorchScript's C++ interpreter. Attributes:
+    ``compile_seconds`` (tracing and verification).
+
+    Raises:
+        CompileFailed: as :class:`CompiledFunction`.
+    """
+
+    def __init__(
+        self, fn: Callable[..., Any], example_args: Sequence[Any], name: str = "infer_function"
+    ) -> None:
+        if not compilation.is_enabled():
+            raise CompileFailed(f"compilation is off ({compilation.ENV_VAR}=0 or set_enabled(False))")
+        t0 = time.perf_counter()
+        self.flat = flat = _flat_function(fn, example_args)
+
+        def flat_tuple(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(flat.fn(*tensors))  # a tuple: the tracer warns about a list's structure
+
+        self._compiled = compilation.compiled(flat_tuple, name=name, compiler=compilation.torchscript,
+                                              inductor=False)
+        ready = self._compiled.prepare(*self.flat.flat)
+        self.compile_seconds = time.perf_counter() - t0
+        if not ready:
+            raise CompileFailed(self._compiled.fallback_reason or "compilation is off")
+
+    def __call__(self, *args: Any) -> Any:
+        out = self._compiled.run(*_flatten(args))
+        return out[0] if self.flat.single else _unflatten(out, self.flat.out_spec)
 
 
 def _outputless_operations(graph: torch.fx.GraphModule) -> list[str]:
@@ -378,8 +418,10 @@ def compile_nuts_kernels(
     counter: Any,
     backend: Backend = "inductor",
 ) -> tuple[NutsKernels, float]:
-    """Compile the pair-of-leaves step of NUTS for this state (with ``backend``, see
-    :class:`CompiledFunction`).
+    """Compile the pair-of-leaves step of NUTS for this state: with TorchInductor
+    (:class:`CompiledFunction`) or, ``backend="torchscript"``, with TorchScript
+    (:class:`ScriptedFunction`; refused, :class:`CompileFailed`, when ``potential_and_grad`` is not
+    a graph or has operations without outputs, which a trace would drop).
 
     ``potential_and_grad`` (the captured gradient graph) is inlined, so one call runs two
     leapfrog steps with all the tree bookkeeping. Only the pair is compiled: it runs all but
@@ -394,9 +436,18 @@ def compile_nuts_kernels(
     """
     example = nuts_pair_example(potential_and_grad, z, potential, grad, step_size, inverse_mass,
                                 max_tree_depth, max_delta_energy)
-    name = "nuts_leaf_pair" if backend == "inductor" else f"nuts_leaf_pair_{backend}"
-    pair = with_finite_example(
-        lambda args: CompiledFunction(example.pair, args, name=name, backend=backend), example)
+    pair: CompiledFunction | ScriptedFunction
+    if backend == "inductor":
+        pair = with_finite_example(lambda args: CompiledFunction(example.pair, args, name="nuts_leaf_pair"),
+                                   example)
+    else:
+        dropped = (_outputless_operations(potential_and_grad)
+                   if isinstance(potential_and_grad, torch.fx.GraphModule) else ["(not a graph)"])
+        if dropped:
+            raise CompileFailed(f"TorchScript's trace would drop the potential's operations without "
+                                f"outputs {dropped} (error checks such as a failed Cholesky's)")
+        pair = with_finite_example(
+            lambda args: ScriptedFunction(example.pair, args, name="nuts_leaf_pair_torchscript"), example)
     kernels = NutsKernels(_Counted(example.leaf, counter, 1), _Counted(pair, counter, 2), merge_and_start)
     return kernels, pair.compile_seconds
 
