@@ -39,11 +39,13 @@ import os
 import sys
 import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.distributions import Distribution, Gamma, LogNormal, Uniform
 
+from bayesact.compilation import write_json_atomically
 from bayesact.infer import TrainResult, train_pfn
 from bayesact.infer.pfn_training import DatasetSampler
 from bayesact.models import PFN, BarDistribution
@@ -226,11 +228,7 @@ def _write_record(config: dict[str, Any], model: PFN, result: TrainResult) -> No
         "interrupted": result.interrupted,
         "losses": [round(float(v), 5) for v in result.losses],
     }
-    path = os.fspath(config["output"]) + ".train.json"
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=1)
-    os.replace(tmp, path)
+    write_json_atomically(Path(os.fspath(config["output"]) + ".train.json"), record)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -211,9 +211,13 @@ def section_small_bnn(args: argparse.Namespace, lines: list[str]) -> None:
               "| engine | chains | total wall (s) | vs bayesact default | note |", "|---|---:|---:|---:|---|"]
     rows: list[tuple[str, int, float, str]] = []
     for chains in (1, 4):
-        t, _ = timed(lambda c=chains: mcmc(tanh_bnn, x, y, num_chains=c, num_warmup=warmup,
-                                           num_samples=draws, max_tree_depth=6))
-        note = "first call in the process" if chains == 1 else ""
+        t, post = timed(lambda c=chains: mcmc(tanh_bnn, x, y, num_chains=c, num_warmup=warmup,
+                                              num_samples=draws, max_tree_depth=6))
+        notes = ["first call in the process"] if chains == 1 else []
+        if post.info.get("scripted_from_iteration") is not None:
+            notes.append(f"TorchScript steps from iteration {post.info['scripted_from_iteration']} "
+                         f"(traced in {post.info['script_seconds']:.2g} s)")
+        note = "; ".join(notes)
         rows.append(("bayesact mcmc (defaults)", chains, t, note))
         print(rows[-1], flush=True)
     for label in () if args.quick else ("cold", "warm"):
@@ -232,6 +236,9 @@ def section_small_bnn(args: argparse.Namespace, lines: list[str]) -> None:
             if out is not None:
                 note = (f"new process ({'fresh caches' if run == 'cold' else 'same caches'}); "
                         f"compile {out['compile_s']:.3g} s")
+                if out.get("scripted_from") is not None:
+                    note += (f"; TorchScript steps from iteration {out['scripted_from']} "
+                             f"(traced in {out['script_s']:.2g} s)")
                 if run == "cold":  # a user's second run comes later: the background build is done
                     build = wait_for_packages(env["BAYESACT_CACHE_DIR"])
                     note += "" if build is None else f"; package built in the background in {build:.3g} s"
@@ -288,6 +295,9 @@ def section_diabetes(args: argparse.Namespace, lines: list[str]) -> None:
         else:
             notes.append(f"{label}: compile {out['compile_s']:.3g} s in the background, compiled steps "
                          f"from iteration {out['compiled_from']} of {warmup + draws}")
+        if out.get("scripted_from") is not None:
+            notes[-1] += (f"; TorchScript steps from iteration {out['scripted_from']} "
+                          f"(traced in {out['script_s']:.2g} s)")
         if label == "cold":  # a user's second run comes later: the background build is done
             build = wait_for_packages(env["BAYESACT_CACHE_DIR"])
             if build is not None:
@@ -542,6 +552,8 @@ def child(what: str) -> None:
         print(json.dumps({"wall_s": t, "ess": fn_ess(post.samples, x),
                           "compile_s": post.info.get("compile_seconds", 0.0),
                           "compiled_from": post.info.get("compiled_from_iteration"),
+                          "scripted_from": post.info.get("scripted_from_iteration"),
+                          "script_s": post.info.get("script_seconds", 0.0),
                           "package": post.info.get("compiled_package", False)}))
         return
     if what.startswith("small:"):  # small:<chains>:<auto|true>:<warmup>:<draws>, the tanh BNN
@@ -551,6 +563,8 @@ def child(what: str) -> None:
                                      num_samples=int(draws), max_tree_depth=6, progress=False,
                                      compile=True if compile_arg == "true" else "auto"))
         print(json.dumps({"wall_s": t, "compile_s": post.info.get("compile_seconds", 0.0),
+                          "scripted_from": post.info.get("scripted_from_iteration"),
+                          "script_s": post.info.get("script_seconds", 0.0),
                           "package": post.info.get("compiled_package", False)}))
         return
     if what.startswith("kernel:"):  # kernel:<nngp|ntk>:<activation>:<n>, default arguments
@@ -582,6 +596,19 @@ def child(what: str) -> None:
         t, post = timed(lambda: mcmc(tanh_bnn, x, y, num_chains=4, num_warmup=20, num_samples=20,
                                      max_tree_depth=6, compile=True, progress=False))
         out = {"compile_s": post.info.get("compile_seconds", float("nan")), "first_call_s": t}
+    elif what == "mcmc_diabetes":
+        x, y = diabetes()
+        t, post = timed(lambda: mcmc(bnn_model, x, y, num_chains=4, num_warmup=20, num_samples=20,
+                                     max_tree_depth=6, compile=True, progress=False))
+        out = {"compile_s": post.info.get("compile_seconds", float("nan")), "first_call_s": t}
+    elif what == "script":
+        from bayesact.infer import sampler
+
+        sampler.AUTO_SCRIPT_MIN_SECONDS = 0.0  # script after the probe iterations whatever the length
+        x, y = diabetes()
+        t, post = timed(lambda: mcmc(bnn_model, x, y, num_chains=4, num_warmup=20, num_samples=20,
+                                     max_tree_depth=6, progress=False))
+        out = {"compile_s": post.info.get("script_seconds", float("nan")), "first_call_s": t}
     from torch._dynamo.utils import counters
 
     out["fxgraph"] = {k: v for k, v in counters["inductor"].items() if k.startswith("fxgraph")}
@@ -595,7 +622,11 @@ def section_compile(args: argparse.Namespace, lines: list[str]) -> None:
               "Inductor FX-graph cache (warm) |", "|---|---:|---:|---:|---:|---|"]
     labels = {"activation": "fused xATLU forward + backward (bayesact.compilation), 4096 x 64",
               "nngp": "nngp(fused=True), relu, depth 3, n = 500 (first - steady)",
-              "mcmc": "mcmc(compile=True), tanh BNN, 4 chains (info['compile_seconds'])"}
+              "mcmc": "mcmc(compile=True), tanh BNN, 4 chains (info['compile_seconds'])",
+              "mcmc_diabetes": "mcmc(compile=True), diabetes BNN 10-50-50-1, 4 chains "
+                               "(info['compile_seconds'])",
+              "script": "TorchScript NUTS pair step (compile='auto' on the CPU), diabetes BNN 10-50-50-1, "
+                        "4 chains (info['script_seconds']; no disk cache)"}
     for what, label in labels.items():
         cache = tempfile.mkdtemp(prefix="first-result-cold-")
         # Inductor's own cache only: compiled packages (loaded instead, see sections 1-2) off
