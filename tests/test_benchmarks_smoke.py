@@ -90,7 +90,7 @@ def test_first_result_benchmark_quick_prints_its_tables() -> None:
     for key in [("bayesact mcmc (defaults)", "1"), ("bayesact mcmc (defaults)", "4"),
                 ("Pyro NUTS (jit_compile=False)", "1"), ("Pyro NUTS (jit_compile=True)", "1")]:
         assert float(small[key][2]) > 0, key
-    diabetes = [r for r in rows if len(r) == 6 and r[0] == "bayesact mcmc (defaults)"]
+    diabetes = [r for r in rows if len(r) == 7 and r[0] == "bayesact mcmc (defaults)"]
     assert [r[1] for r in diabetes] == ["cold (new process)", "warm (new process)"]
     assert all(float(r[3]) > 0 for r in diabetes)
     kernels = [r for r in rows if len(r) == 13 and r[0] in ("nngp", "ntk")]  # first calls, steady state
