@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gpytorch
 import pytest
@@ -118,22 +119,24 @@ def test_interrupt_during_the_outer_step_undoes_it(tmp_path: Path, monkeypatch: 
     """Ctrl-C after the optimiser stepped but before the iteration was recorded: the prior, the
     optimiser state and the history are those of the completed iterations, and resuming repeats
     the uninterrupted fit."""
-    import bayesact.priors.fitting.fitting as fitting
-
     path = tmp_path / "fit.pt"
     whole = fit_functional_prior(_bnn(), _target(), X, num_iters=4, **FAST)
     after_two = fit_functional_prior(_bnn(), _target(), X, num_iters=2, **FAST)
-    check, calls = fitting._check_collapse, []
+    bnn = _bnn()
+    prior_type = type(bnn.prior)
+    hyperparameters, calls = prior_type.positive_hyperparameters, []
 
-    def interrupt_third(*args: object) -> None:
+    def interrupt_third(self: Any) -> dict[str, torch.Tensor]:
+        # the loop reads the hyperparameters once per iteration, right after the optimiser's step
+        # (its collapse check): the third read is mid-step of the third iteration
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        check(*args)  # type: ignore[arg-type]
+        return hyperparameters(self)
 
-    monkeypatch.setattr(fitting, "_check_collapse", interrupt_third)
+    monkeypatch.setattr(prior_type, "positive_hyperparameters", interrupt_third)
     with pytest.warns(RuntimeWarning, match="interrupted after 2 iterations"):
-        partial = fit_functional_prior(_bnn(), _target(), X, num_iters=4, checkpoint=path, **FAST)
+        partial = fit_functional_prior(bnn, _target(), X, num_iters=4, checkpoint=path, **FAST)
     monkeypatch.undo()
     assert partial.history == whole.history[:2] and _stds(partial) == _stds(after_two)
     resumed = fit_functional_prior(_bnn(), _target(), X, num_iters=4, checkpoint=path, resume=True, **FAST)
