@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -13,6 +14,7 @@ import torch
 from scipy import stats
 
 from bayesact import compilation
+from bayesact.infer import compiled as compiled_steps
 from bayesact.infer import mcmc, sampler
 from bayesact.infer.nuts_tree import eager_kernels
 
@@ -301,3 +303,37 @@ def test_a_potential_that_can_raise_is_not_scripted(monkeypatch: pytest.MonkeyPa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert torch.equal(post.samples["x"], mcmc(_raising_model, compile=False, **run).samples["x"])
+
+
+class _Pair(NamedTuple):
+    a: torch.Tensor
+    b: torch.Tensor
+
+
+def test_a_scripted_function_takes_and_returns_named_tuples_and_computes_the_same_bits() -> None:
+    def step(p: _Pair, scale: torch.Tensor) -> tuple[_Pair, torch.Tensor]:
+        return _Pair(torch.tanh(p.a) * scale, p.b.exp()), (p.a * p.b).sum(-1)
+
+    gen = torch.Generator().manual_seed(0)
+    example = (_Pair(torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)), torch.ones(3, 1))
+    scripted = compiled_steps.ScriptedFunction(step, example, name=f"pair_{uuid.uuid4().hex}")
+    assert scripted.compile_seconds > 0
+    other = (_Pair(torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)),
+             torch.full((3, 1), 2.0))
+    (got, total), (want, want_total) = scripted(*other), step(*other)
+    assert isinstance(got, _Pair) and torch.equal(got.a, want.a) and torch.equal(got.b, want.b)
+    assert torch.equal(total, want_total)
+
+
+def test_the_torchscript_nuts_step_needs_a_potential_graph_it_can_inspect() -> None:
+    # a potential that is not an FX graph could hide an error check that a trace drops: refused
+    z = torch.zeros(2, 1, dtype=torch.float64)
+
+    def potential(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 0.5 * (x * x).sum(-1), x
+
+    u, g = potential(z)
+    with pytest.raises(compiled_steps.CompileFailed, match="operations without outputs"):
+        compiled_steps.compile_nuts_kernels(potential, z, u, g, torch.full((2,), 0.1, dtype=torch.float64),
+                                            torch.ones(2, 1, dtype=torch.float64), 3, 1000.0,
+                                            sampler._Counter(potential), backend="torchscript")
