@@ -57,7 +57,10 @@ def test_auto_is_the_default_and_a_short_run_never_compiles(monkeypatch: pytest.
 
     monkeypatch.setattr(sampler, "compile_nuts_kernels", must_not_compile)
     post = mcmc(_conjugate, Y, num_chains=2, num_warmup=50, num_samples=50, seed=0, progress=False)
-    assert post.info["potential_mode"] == "captured" and post.info["compile_seconds"] == 0.0
+    # (a run projected over AUTO_SCRIPT_MIN_SECONDS, as on a loaded machine, may trace its steps to
+    # TorchScript: a few milliseconds, not a compile)
+    assert post.info["potential_mode"] in ("captured", "captured+scripted_leaf")
+    assert post.info["compile_seconds"] == 0.0 and post.info["compiled_from_iteration"] is None
 
 
 def test_auto_switches_to_the_compiled_steps_and_keeps_the_posterior(monkeypatch: pytest.MonkeyPatch) -> None:

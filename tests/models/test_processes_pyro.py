@@ -42,7 +42,7 @@ def test_bayesact_mcmc_captures_the_process_model_without_warnings(kind: str) ->
         warnings.filterwarnings("ignore", message=".*divergent")  # a 10-draw run may diverge
         post = infer.mcmc(tp, x, y, num_chains=2, num_warmup=10, num_samples=10, max_tree_depth=3, seed=0,
                           progress=False)  # fmt: skip
-    assert post.info["potential_mode"] in ("captured", "compiled")
+    assert post.info["potential_mode"].split("+")[0] in ("captured", "compiled")
     assert torch.isfinite(post.samples["noise"]).all()
     # the checks still run on concrete values
     x_bad = x.clone()
