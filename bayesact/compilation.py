@@ -462,10 +462,14 @@ def torchscript(fn: Callable[..., Any], example: tuple[Any, ...]) -> Callable[..
     ``torch.linalg.cholesky`` raise): trace only functions without such checks (see
     :func:`bayesact.infer.compiled.compile_nuts_kernels`). ``torch.jit`` is deprecated in favour of
     ``torch.compile`` and is not supported on Python 3.14+, where this raises (and
-    :func:`compiled` falls back).
+    :func:`compiled` falls back), as it does outside the main thread (the trace's warnings are
+    captured, and Python's warning filters are process-wide).
     """
     if sys.version_info >= (3, 14):
         raise RuntimeError("TorchScript is not supported on Python 3.14+")
+    if threading.current_thread() is not threading.main_thread():
+        # the trace's warnings are captured, and warning filters are process-wide
+        raise RuntimeError("TorchScript tracing runs in the main thread only")
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always")  # recorded here, never shown (the deprecation notice too)
         traced = torch.jit.trace(fn, example, check_trace=False)

@@ -465,6 +465,25 @@ def test_torchscript_refuses_a_trace_that_reads_tensor_values() -> None:
     assert torch.equal(fn(down), down - 1) and fn.state == "failed"
 
 
+def test_torchscript_traces_only_in_the_main_thread() -> None:
+    # the trace's warnings are captured with process-wide filters: another thread falls back
+    fn = C.compiled(f, name="ts_thread", compiler=C.torchscript, inductor=False)
+    x, y = _inputs()
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            out["value"] = fn(x, y)
+        out["messages"] = [str(w.message) for w in record if issubclass(w.category, C.CompileFallbackWarning)]
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert torch.equal(out["value"], f(x, y)) and fn.state == "failed"
+    assert len(out["messages"]) == 1 and "main thread" in out["messages"][0]
+
+
 def test_the_torchscript_compiler_never_loads_inductor() -> None:
     # inductor=False skips Inductor's cache set-up and CPU probe (importing Inductor alone costs
     # about a second of a cold process)

@@ -527,9 +527,13 @@ class _Run(RunLoop):
     def _script_kernels(self) -> None:
         """On the CPU, run the pair-of-leaves step as TorchScript from now on (the eager steps'
         numbers, see :data:`AUTO_SCRIPT_MIN_SECONDS`); noted in the state's info
-        (``scripted_from_iteration``, ``script_seconds``). Any failure keeps the eager steps."""
+        (``scripted_from_iteration``, ``script_seconds``). Any failure keeps the eager steps, and so
+        does a run outside the main thread (tracing captures warnings, and Python's warning filters
+        are process-wide: another thread's warnings could be swallowed meanwhile)."""
         cfg, state = self.cfg, self.state
         if self.kernels is not None or self.potential.graph is None or cfg.device.type != "cpu":
+            return
+        if threading.current_thread() is not threading.main_thread():
             return
         try:
             kernels, seconds = compiled_steps.compile_nuts_kernels(

@@ -3,6 +3,7 @@ keeps the posterior, compile failures fall back with one warning, ``BAYESACT_COM
 
 from __future__ import annotations
 
+import threading
 import uuid
 import warnings
 from typing import NamedTuple
@@ -340,3 +341,28 @@ def test_the_torchscript_nuts_step_needs_a_potential_graph_it_can_inspect() -> N
         compiled_steps.compile_nuts_kernels(potential, z, u, g, torch.full((2,), 0.1, dtype=torch.float64),
                                             torch.ones(2, 1, dtype=torch.float64), 3, 1000.0,
                                             sampler._Counter(potential), backend="torchscript")
+
+
+def test_a_run_outside_the_main_thread_is_not_scripted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tracing captures warnings, and warning filters are process-wide: a worker thread's run keeps
+    # the eager steps (same draws) and warns about nothing
+    monkeypatch.setattr(sampler, "AUTO_SCRIPT_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(sampler, "AUTO_MIN_SECONDS", 1e9)
+    x, y = _bnn_data(torch.float64)
+    run = {"num_chains": 2, "num_warmup": 20, "num_samples": 20, "seed": 9, "progress": False,
+           "max_tree_depth": 4}
+    out: dict[str, object] = {}
+
+    def work() -> None:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            out["post"] = mcmc(_small_bnn, x, y, compile="auto", **run)
+        out["fallbacks"] = [w for w in record if issubclass(w.category, compilation.CompileFallbackWarning)]
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    post = out["post"]
+    assert isinstance(post, sampler.Posterior) and not out["fallbacks"]
+    assert post.info["scripted_from_iteration"] is None
+    assert torch.equal(post.samples["w1"], mcmc(_small_bnn, x, y, compile=False, **run).samples["w1"])
