@@ -195,6 +195,19 @@ def pyro_nuts(model: Any, x: torch.Tensor, y: torch.Tensor, chains: int, warmup:
     return runner.get_samples(group_by_chain=True)
 
 
+def script_fields(info: dict[str, Any]) -> dict[str, Any]:
+    """When a run's NUTS steps became TorchScript, and how long the trace took (a child's JSON keys)."""
+    return {"scripted_from": info.get("scripted_from_iteration"), "script_s": info.get("script_seconds", 0.0)}
+
+
+def script_note(fields: dict[str, Any]) -> list[str]:
+    """The table note of :func:`script_fields` (none when the run was not scripted)."""
+    if fields.get("scripted_from") is None:
+        return []
+    return [f"TorchScript steps from iteration {fields['scripted_from']} "
+            f"(traced in {fields['script_s']:.2g} s)"]
+
+
 def fmt(v: float) -> str:
     return "–" if v != v else f"{v:.3g}"
 
@@ -213,10 +226,7 @@ def section_small_bnn(args: argparse.Namespace, lines: list[str]) -> None:
         t, post = timed(lambda c=chains: mcmc(tanh_bnn, x, y, num_chains=c, num_warmup=warmup,
                                               num_samples=draws, max_tree_depth=6))
         notes = ["first call in the process"] if chains == 1 else []
-        if post.info.get("scripted_from_iteration") is not None:
-            notes.append(f"TorchScript steps from iteration {post.info['scripted_from_iteration']} "
-                         f"(traced in {post.info['script_seconds']:.2g} s)")
-        note = "; ".join(notes)
+        note = "; ".join(notes + script_note(script_fields(post.info)))
         rows.append(("bayesact mcmc (defaults)", chains, t, note))
         print(rows[-1], flush=True)
     for label in () if args.quick else ("cold", "warm"):
@@ -235,9 +245,7 @@ def section_small_bnn(args: argparse.Namespace, lines: list[str]) -> None:
             if out is not None:
                 note = (f"new process ({'fresh caches' if run == 'cold' else 'same caches'}); "
                         f"compile {out['compile_s']:.3g} s")
-                if out.get("scripted_from") is not None:
-                    note += (f"; TorchScript steps from iteration {out['scripted_from']} "
-                             f"(traced in {out['script_s']:.2g} s)")
+                note = "; ".join([note, *script_note(out)])
                 if run == "cold":  # a user's second run comes later: the background build is done
                     build = wait_for_packages(env["BAYESACT_CACHE_DIR"])
                     note += "" if build is None else f"; package built in the background in {build:.3g} s"
@@ -295,9 +303,7 @@ def section_diabetes(args: argparse.Namespace, lines: list[str]) -> None:
         else:
             notes.append(f"{label}: compile {out['compile_s']:.3g} s in the background, compiled steps "
                          f"from iteration {out['compiled_from']} of {warmup + draws}")
-        if out.get("scripted_from") is not None:
-            notes[-1] += (f"; TorchScript steps from iteration {out['scripted_from']} "
-                          f"(traced in {out['script_s']:.2g} s)")
+        notes[-1] = "; ".join([notes[-1], *script_note(out)])
         if label == "cold":  # a user's second run comes later: the background build is done
             build = wait_for_packages(env["BAYESACT_CACHE_DIR"])
             if build is not None:
@@ -557,8 +563,7 @@ def child(what: str) -> None:
         print(json.dumps({"wall_s": t, "ess": fn_ess(post.samples, x),
                           "compile_s": post.info.get("compile_seconds", 0.0),
                           "compiled_from": post.info.get("compiled_from_iteration"),
-                          "scripted_from": post.info.get("scripted_from_iteration"),
-                          "script_s": post.info.get("script_seconds", 0.0),
+                          **script_fields(post.info),
                           "package": post.info.get("compiled_package", False)}))
         return
     if what.startswith("small:"):  # small:<chains>:<auto|true>:<warmup>:<draws>, the tanh BNN
@@ -568,9 +573,7 @@ def child(what: str) -> None:
                                      num_samples=int(draws), max_tree_depth=6, progress=False,
                                      compile=True if compile_arg == "true" else "auto"))
         print(json.dumps({"wall_s": t, "compile_s": post.info.get("compile_seconds", 0.0),
-                          "scripted_from": post.info.get("scripted_from_iteration"),
-                          "script_s": post.info.get("script_seconds", 0.0),
-                          "package": post.info.get("compiled_package", False)}))
+                          **script_fields(post.info), "package": post.info.get("compiled_package", False)}))
         return
     if what.startswith("kernel:"):  # kernel:<nngp|ntk>:<activation>:<n>, default arguments
         from bayesact import kernels as K
