@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -43,19 +44,77 @@ def _logits(x: Tensor, weight: Tensor, bias: Tensor, pinned: bool) -> Tensor:
     return weight @ x.T + bias.unsqueeze(-1)
 
 
-def _gate_loglik(z: Tensor, log_n: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
-    """Σ_i log Σ_{j∈S_i} softmax_{S_i}(z_i)_j N_ij for logits z (..., K, N) and log N (K, N), shape (...).
+def _topk_mask(z: Tensor, k: int) -> Tensor:
+    """The top-k sets of logits z (..., K, N) as a mask: z_j is in S_i when fewer than k logits exceed it
+    (ties at the k-th logit all kept, as :class:`TopKGate` does). K(K - 1) comparisons instead of a sort
+    along K, which is 7x slower for K = 3."""
+    num_experts = z.shape[-2]
+    if k >= num_experts:
+        return torch.ones_like(z, dtype=torch.bool)
+    rows = z.unbind(-2)
+    members = []
+    for j in range(num_experts):
+        above = torch.zeros_like(rows[j], dtype=torch.uint8)  # how many logits exceed z_j
+        for i in range(num_experts):
+            if i != j:
+                above += rows[i] > rows[j]
+        members.append(above < k)
+    return torch.stack(members, -2)
 
-    S_i: the top-k set of z_i (ties at the k-th logit all kept, as :class:`TopKGate` does), or ``mask``.
+
+class _ScaledDensity(NamedTuple):
+    """The experts' densities N_ik as exp(shift_i) · scaled (K, N), scaled <= 1: once per gate step."""
+
+    scaled: Tensor
+    shift: Tensor
+
+    @classmethod
+    def of(cls, log_n: Tensor, mask: Tensor | None = None) -> _ScaledDensity:
+        """From log N (K, N), shifted by each column's maximum over ``mask`` (K, N) (all experts if None);
+        entries outside the mask are 0."""
+        if mask is not None:
+            log_n = torch.where(mask, log_n, -math.inf)
+        shift = log_n.amax(-2)  # finite: every column has a member
+        return cls(torch.exp(log_n - shift), shift)
+
+
+def _gate_loglik(z: Tensor, density: _ScaledDensity, k: int, mask: Tensor | None = None) -> Tensor:
+    """G = Σ_i log Σ_{j∈S_i} softmax_{S_i}(z_i)_j N_ij for logits z (..., K, N), shape (...); S_i: the top-k
+    set of z_i (:func:`_topk_mask`) or ``mask``.
+
+    With N_ij = exp(s_i) Ñ_ij: G = Σ_i [log(Σ_{j∈S_i} e^(z_ij - m_i) Ñ_ij / Σ_{j∈S_i} e^(z_ij - m_i)) + s_i],
+    m_i = max_{j∈S_i} z_ij (the denominator is >= 1): one exponential per logit. The result is -inf
+    where Ñ underflows to 0 on all of S_i (S_i's densities 1e-320 times the best expert's);
+    :func:`_gate_loglik_batch` recomputes those with S_i's own shift.
     """
-    top = z.detach().sort(dim=-2, descending=True).values
-    if mask is None:
-        mask = z >= top[..., k - 1 : k, :]
-    gate = torch.where(mask, torch.exp(z - top[..., :1, :]), torch.zeros_like(z))  # max over S_i: exp(0) = 1
-    masked_n = torch.where(mask, log_n, torch.full_like(z, -math.inf))
-    shift = masked_n.amax(-2, keepdim=True)  # finite: S_i is not empty
-    num = (gate * torch.exp(masked_n - shift)).sum(-2)
-    return (torch.log(num) + shift[..., 0, :] - torch.log(gate.sum(-2))).sum(-1)
+    if mask is None:  # the largest logit is in S_i: z - m <= 0 everywhere
+        mask = _topk_mask(z.detach(), k)
+        gate = torch.exp(z - z.detach().amax(-2, keepdim=True)) * mask
+    else:  # logits outside the sets may lie far above them: exclude them before exp (no inf, no NaN grad)
+        inside = torch.where(mask, z, -math.inf)
+        gate = torch.exp(inside - inside.detach().amax(-2, keepdim=True))
+    return (torch.log((gate * density.scaled).sum(-2) / gate.sum(-2)) + density.shift).sum(-1)
+
+
+#: logits per chunk of a batched evaluation: (steps, K, N) in pieces that stay in the CPU's caches
+#: (n = 1e5: 8x faster than one pass over the whole batch)
+_CHUNK_ELEMENTS = 2**17
+
+
+def _gate_loglik_batch(x: Tensor, weight: Tensor, bias: Tensor, pinned: bool, log_n: Tensor,
+                       density: _ScaledDensity, k: int) -> Tensor:
+    """G (no gradient) at a batch of gate parameters (S, K', d), (S, K'), shape (S,): logits and G in
+    cache-sized chunks of the batch, with each top-k set's own density shift wherever the shared one
+    underflows (:func:`_gate_loglik`)."""
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(density.scaled.numel(), 1))
+    values = torch.cat([_gate_loglik(_logits(x, w, b, pinned), density, k)
+                        for w, b in zip(weight.split(per_chunk), bias.split(per_chunk), strict=True)])
+    bad = ~torch.isfinite(values)
+    for i in bad.nonzero()[:, 0].tolist():
+        z = _logits(x, weight[i], bias[i], pinned)
+        mask = _topk_mask(z, k)
+        values[i] = _gate_loglik(z, _ScaledDensity.of(log_n, mask), k, mask)
+    return values
 
 
 def topk_gate_step(
@@ -84,10 +143,15 @@ def topk_gate_step(
     """
     log_n = log_n.detach().T.contiguous()  # (K, N)
 
+    density = _ScaledDensity.of(log_n)
+
     def g_true(w: Tensor, b: Tensor) -> Tensor:
-        """G at a batch of (β, β_0) (..., K', d), (..., K') (no gradient)."""
+        """G at a batch of (β, β_0) (S, K', d), (S, K') or one (β, β_0) (no gradient)."""
         with torch.no_grad():
-            return _gate_loglik(_logits(x, w, b, pinned), log_n, k)
+            batch = w.shape[:-2]
+            values = _gate_loglik_batch(x, w.reshape(-1, *w.shape[-2:]), b.reshape(-1, b.shape[-1]), pinned,
+                                        log_n, density, k)
+            return values.reshape(batch)
 
     steps = torch.tensor(_STEPS, dtype=x.dtype, device=x.device)
 
@@ -95,11 +159,12 @@ def topk_gate_step(
     best = float(g_true(w0, b0))
     # 1. the smooth part on the frozen sets, then backtracking on the segment for the true G
     z0 = _logits(x, w0, b0, pinned)
-    mask = z0 >= z0.sort(dim=-2, descending=True).values[k - 1 : k]
+    mask = _topk_mask(z0, k)
+    frozen_density = _ScaledDensity.of(log_n, mask)
     w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
 
     def frozen() -> Tensor:
-        return -_gate_loglik(_logits(x, w, b, pinned), log_n, k, mask) / x.shape[0]
+        return -_gate_loglik(_logits(x, w, b, pinned), frozen_density, k, mask) / x.shape[0]
 
     lbfgs([w, b], frozen, smooth_iter, tol / max(x.shape[0], 1))
     dw, db = w.detach() - w0, b.detach() - b0
@@ -112,7 +177,9 @@ def topk_gate_step(
             w0, b0, best = w0 + t[i] * dw, b0 + t[i] * db, float(values[i])
     # 2. the boundary part: pattern search along G_S's gradient and ± each coordinate
     w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
-    gw, gb = torch.autograd.grad(_gate_loglik(_logits(x, w, b, pinned), log_n, k), (w, b))
+    z = _logits(x, w, b, pinned)
+    current = _topk_mask(z.detach(), k)
+    gw, gb = torch.autograd.grad(_gate_loglik(z, _ScaledDensity.of(log_n, current), k, current), (w, b))
     sizes = [w0.numel(), b0.numel()]
     gradient = torch.cat([gw.reshape(-1), gb.reshape(-1)])
     directions = [gradient / gradient.norm()] if float(gradient.norm()) > 0 else []

@@ -128,3 +128,63 @@ def test_fit_init_starts_the_first_restart() -> None:
         moe.fit(x, y, init={"gate.weight": TRUE_VALUES["gate.weight"]})
     with pytest.raises(ValueError, match=r"'init\['noise_std'\]'"):
         moe.fit(x, y, init={**TRUE_VALUES, "noise_std": torch.ones(2, dtype=torch.float64)})
+
+
+def _gate_loglik_reference(z: torch.Tensor, log_n: torch.Tensor, k: int) -> float:
+    """G for logits z (K, N) and log N (K, N) row by row: the top-k set from a sort (ties at the k-th logit
+    kept), then log Σ_S softmax_S(z) N by logsumexp."""
+    total = 0.0
+    for i in range(z.shape[1]):
+        kth = z[:, i].sort(descending=True).values[k - 1]
+        members = z[:, i] >= kth
+        zs, ls = z[members, i], log_n[members, i]
+        total += float(torch.logsumexp(zs + ls, 0) - torch.logsumexp(zs, 0))
+    return total
+
+
+def test_batched_gate_loglik_matches_the_row_by_row_reference() -> None:
+    """The gate step's G (top-k sets by counting instead of a sort, one shared density shift, chunks of the
+    batch) against the row-by-row reference, float64, with ties at the k-th logit and rows where the top-k
+    experts' densities are e^-900 times the excluded expert's (the shared shift underflows there)."""
+    from bayesact.models.moe import _topk_em
+
+    gen = torch.Generator().manual_seed(0)
+    num_experts, n, steps = 4, 200, 5
+    x = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    log_n = torch.randn(num_experts, n, generator=gen, dtype=torch.float64) * 3
+    weight = torch.randn(steps, num_experts - 1, 2, generator=gen, dtype=torch.float64)
+    bias = torch.randn(steps, num_experts - 1, generator=gen, dtype=torch.float64)
+    weight[1, 0] = weight[1, 1]  # experts 0 and 1 tie on every row of step 1
+    bias[1, 0] = bias[1, 1]
+    for k in (1, 2, 3, 4):
+        z = _topk_em._logits(x, weight, bias, True)
+        # step 3: the expert ranked last on rows 0-9 has e^900 times the density of the others there
+        last = z[3].argmin(0)[:10] if k < num_experts else None
+        ln = log_n.clone()
+        if last is not None:
+            ln[:, :10] -= 900.0
+            ln[last, torch.arange(10)] += 900.0
+        density = _topk_em._ScaledDensity.of(ln)
+        got = _topk_em._gate_loglik_batch(x, weight, bias, True, ln, density, k)
+        for s in range(steps):
+            want = _gate_loglik_reference(z[s], ln, k)
+            assert math.isfinite(float(got[s])), (k, s)
+            assert float(got[s]) == pytest.approx(want, rel=1e-12, abs=1e-9), (k, s)
+
+
+def test_frozen_sets_stay_finite_when_an_excluded_logit_is_far_above_them() -> None:
+    """The frozen-set objective of the gate step's smooth part: a set S_i that no longer holds row i's
+    largest logit (L-BFGS moved it 1000 above S_i's) still gives log Σ_S softmax_S(z) N, not 0/0, and a
+    finite gradient (0 for the excluded logit)."""
+    from bayesact.models.moe import _topk_em
+
+    z = torch.tensor([[1000.0, 0.0], [0.5, 1.0], [0.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    log_n = torch.tensor([[0.0, -1.0], [-2.0, -0.5], [-1.0, -3.0]], dtype=torch.float64)
+    mask = torch.tensor([[False, True], [True, True], [True, False]])
+    g = _topk_em._gate_loglik(z, _topk_em._ScaledDensity.of(log_n, mask), 2, mask)
+    zd = z.detach()
+    want = sum(float(torch.logsumexp(zd[mask[:, i], i] + log_n[mask[:, i], i], 0)
+                     - torch.logsumexp(zd[mask[:, i], i], 0)) for i in range(2))
+    assert float(g) == pytest.approx(want, rel=1e-14)
+    (grad,) = torch.autograd.grad(g, z)
+    assert bool(torch.isfinite(grad).all()) and float(grad[0, 0]) == 0.0
