@@ -318,32 +318,43 @@ def _vec_isa_key() -> tuple[str, list[str]] | None:
         return None
 
 
+def _isa_works(name: str) -> bool:
+    """Inductor's own probe of one vector ISA (compile a test library with its flags, load it in a
+    child Python): seconds, so only the ISA Inductor will pick is probed."""
+    from torch._inductor import cpu_vec_isa
+
+    isa = next((i for i in cpu_vec_isa.supported_vec_isa_list if str(i) == name), None)
+    return isa is not None and bool(isa)
+
+
 def settle_vec_isa(probe: bool = True) -> bool:
-    """Tell Inductor (``config.cpp.vec_isa_ok``) that every vector ISA of this CPU works, when its
-    probe accepted all of them, in this process or an earlier one (a :func:`compile_record` for
-    this torch, compiler and CPU). Without a record the probe runs here (if ``probe``: the
-    compile is for CPU code), once, as Inductor's first CPU compile would run it anyway; a GPU
-    compile only reads the record. Returns whether the probe is skipped from now on; mixed
-    results (or a user's own ``vec_isa_ok``) leave Inductor as it is. Setting it before every
-    compile, not only after a first one, keeps Inductor's cache keys (which include the setting)
-    the same in every process."""
+    """Tell Inductor (``config.cpp.vec_isa_ok``) that the vector ISA it will pick works, when the
+    probe accepted it, in this process or an earlier one (a :func:`compile_record` for this
+    torch, compiler and CPU). With ``vec_isa_ok`` set, Inductor picks the first ISA of its list
+    that the CPU reports, so that one is probed; Inductor's own first CPU compile would probe
+    every ISA of the list (three on an AVX-512 CPU, 7 s here), once per process. Without a record
+    the probe runs here (if ``probe``: the compile is for CPU code); a GPU compile only reads the
+    record. Returns whether the probe is skipped from now on; a failed probe, a chosen
+    ``simdlen`` or ``ATEN_CPU_CAPABILITY``, or a user's own ``vec_isa_ok`` leave Inductor as it
+    is. Setting it before every compile, not only after a first one, keeps Inductor's cache keys
+    (which include the setting) the same in every process."""
     import torch._inductor.config as inductor_config
 
     if inductor_config.cpp.vec_isa_ok is not None:  # set already: by us or by the user
         return bool(inductor_config.cpp.vec_isa_ok)
+    if inductor_config.cpp.simdlen is not None or os.environ.get("ATEN_CPU_CAPABILITY"):
+        return False  # Inductor picks by width or by this variable: leave its probe alone
     key = _vec_isa_key()
-    if key is None:
+    if key is None or not key[1]:
         return False
     if compile_record(key[0]) is None:
         if not probe:
             return False
         try:
-            from torch._inductor import cpu_vec_isa
-
-            accepted = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]
+            works = _isa_works(key[1][0])
         except Exception:
             return False
-        if accepted != key[1]:
+        if not works:
             return False
         record_compile(key[0], 0.0)
     inductor_config.cpp.vec_isa_ok = True

@@ -398,33 +398,65 @@ def test_compile_records_round_trip_and_bad_records_are_ignored(
     assert C.compile_record("graph A") == 2.0 and not list(records.glob("*.tmp"))
 
 
-def test_the_vec_isa_probe_runs_once_per_machine_and_only_an_all_pass_result_skips_it(
+def test_the_vec_isa_probe_runs_once_per_machine_on_the_isa_inductor_picks(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import torch._inductor.config as inductor_config
-    from torch._inductor import cpu_vec_isa
 
     monkeypatch.setenv(C.CACHE_ENV_VAR, str(tmp_path / "cache"))
-    monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", None)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.setattr(C, "_vec_isa_key", lambda: ("vec_isa/test-cpu", ["avx512", "avx2"]))
-    probes: list[int] = []
+    probes: list[str] = []
 
-    def probe(accepted: list[str]) -> Callable[[], list[str]]:
-        def run() -> list[str]:
-            probes.append(1)
-            return accepted
+    def probe(accepted: list[str]) -> Callable[[str], bool]:
+        def run(name: str) -> bool:
+            probes.append(name)
+            return name in accepted
         return run
 
-    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe(["avx512", "avx2"]))
-    assert not C.settle_vec_isa(probe=False) and not probes  # a GPU compile never probes the CPU
-    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe(["avx2"]))  # one ISA failed
-    assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is None
-    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe(["avx512", "avx2"]))
-    assert C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is True and len(probes) == 2
-    monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", None)  # a new process on this machine:
-    assert C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is True and len(probes) == 2  # no probe
-    monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", False)  # the user's own setting wins
-    assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is False
+    # config.patch restores both settings when the block ends (monkeypatch's undo would delete them
+    # from Inductor's config: it deletes attributes it set on an object that has no __dict__ entry)
+    with inductor_config.patch({"cpp.vec_isa_ok": None, "cpp.simdlen": None}):
+        monkeypatch.setattr(C, "_isa_works", probe(["avx512", "avx2"]))
+        assert not C.settle_vec_isa(probe=False) and not probes  # a GPU compile never probes the CPU
+        monkeypatch.setattr(C, "_isa_works", probe(["avx2"]))  # the ISA Inductor would pick fails
+        assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is None and probes == ["avx512"]
+        monkeypatch.setattr(C, "_isa_works", probe(["avx512"]))  # only the first ISA is probed
+        assert C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is True and probes == ["avx512"] * 2
+        inductor_config.cpp.vec_isa_ok = None  # a new process on this machine: no probe
+        assert C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is True and len(probes) == 2
+        inductor_config.cpp.vec_isa_ok = False  # the user's own setting wins
+        assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is False
+        inductor_config.cpp.vec_isa_ok = None  # a chosen width: Inductor probes
+        inductor_config.cpp.simdlen = 256
+        assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is None
+        inductor_config.cpp.simdlen = None  # or a chosen ATEN_CPU_CAPABILITY
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+        assert not C.settle_vec_isa() and inductor_config.cpp.vec_isa_ok is None
+    assert hasattr(inductor_config.cpp, "vec_isa_ok") and hasattr(inductor_config.cpp, "simdlen")
+
+
+def test_the_isa_inductor_picks_once_vec_isa_ok_is_set_is_the_one_probed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What :func:`settle_vec_isa` relies on: with ``vec_isa_ok`` set, Inductor picks the first ISA
+    of its list that the CPU reports (``_vec_isa_key``'s first candidate); and the one-ISA probe is
+    Inductor's own (it accepts that ISA on this machine, as the full probe does)."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor import cpu_vec_isa
+
+    key = C._vec_isa_key()
+    if key is None or not key[1]:
+        pytest.skip("no x86 vector ISA")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()  # cached per process, under whatever setting ran first
+    try:
+        with inductor_config.patch({"cpp.vec_isa_ok": True, "cpp.simdlen": None}):
+            assert str(cpu_vec_isa.pick_vec_isa()) == key[1][0]
+    finally:
+        cpu_vec_isa.valid_vec_isa_list.cache_clear()
+    with inductor_config.patch({"cpp.vec_isa_ok": None}):
+        assert C._isa_works(key[1][0])
 
 
 # -- the TorchScript compiler ------------------------------------------------------------------
