@@ -64,14 +64,15 @@ def check_nuts(true: dict[str, torch.Tensor], n: int, draws: int, rhat_bound: fl
 def test_nuts_after_relabelling_converges_and_covers_the_truth() -> None:
     """CI version: 2 experts, n = 100, 4 chains x 100 draws at tree depth 5. Before relabelling the chains
     sit in different labellings (R-hat ~1.5 measured at n = 200); after it, R-hat < 1.05 for these short
-    chains (measured 1.01, min bulk ESS 322, no divergences)."""
+    chains (measured 1.014, min bulk ESS 245, no divergences, 2026-12-02; an earlier sampler gave 1.01
+    and 322)."""
     check_nuts(TRUE2, n=100, draws=100, rhat_bound=1.05, depth=5)
 
 
 @pytest.mark.slow
 def test_nuts_three_experts_rhat_below_1_01() -> None:
     """3 experts, n = 1,000, 4 chains x 500 draws: R-hat < 1.01 on every identified quantity (unrounded),
-    truth covered."""
+    truth covered (measured 2026-12-02: max R-hat 1.004, min bulk ESS 1721, no divergences, 53 s)."""
     check_nuts(TRUE3, n=1000, draws=500, rhat_bound=1.01)
 
 
