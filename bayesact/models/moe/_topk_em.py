@@ -96,6 +96,13 @@ def _gate_loglik(z: Tensor, density: _ScaledDensity, k: int, mask: Tensor | None
     return (torch.log((gate * density.scaled).sum(-2) / gate.sum(-2)) + density.shift).sum(-1)
 
 
+def _gate_loglik_own_shift(z: Tensor, log_n: Tensor, k: int) -> Tensor:
+    """:func:`_gate_loglik` with each row's densities shifted by the best member of its own top-k set
+    (never -inf from underflow; a density scaling per call, so not for the batched search)."""
+    mask = _topk_mask(z.detach(), k)
+    return _gate_loglik(z, _ScaledDensity.of(log_n, mask), k, mask)
+
+
 #: logits per chunk of a batched evaluation: (steps, K, N) in pieces that stay in the CPU's caches
 #: (n = 1e5: 8x faster than one pass over the whole batch)
 _CHUNK_ELEMENTS = 2**17
@@ -111,9 +118,7 @@ def _gate_loglik_batch(x: Tensor, weight: Tensor, bias: Tensor, pinned: bool, lo
                         for w, b in zip(weight.split(per_chunk), bias.split(per_chunk), strict=True)])
     bad = ~torch.isfinite(values)
     for i in bad.nonzero()[:, 0].tolist():
-        z = _logits(x, weight[i], bias[i], pinned)
-        mask = _topk_mask(z, k)
-        values[i] = _gate_loglik(z, _ScaledDensity.of(log_n, mask), k, mask)
+        values[i] = _gate_loglik_own_shift(_logits(x, weight[i], bias[i], pinned), log_n, k)
     return values
 
 
@@ -177,9 +182,7 @@ def topk_gate_step(
             w0, b0, best = w0 + t[i] * dw, b0 + t[i] * db, float(values[i])
     # 2. the boundary part: pattern search along G_S's gradient and ± each coordinate
     w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
-    z = _logits(x, w, b, pinned)
-    current = _topk_mask(z.detach(), k)
-    gw, gb = torch.autograd.grad(_gate_loglik(z, _ScaledDensity.of(log_n, current), k, current), (w, b))
+    gw, gb = torch.autograd.grad(_gate_loglik_own_shift(_logits(x, w, b, pinned), log_n, k), (w, b))
     sizes = [w0.numel(), b0.numel()]
     gradient = torch.cat([gw.reshape(-1), gb.reshape(-1)])
     directions = [gradient / gradient.norm()] if float(gradient.norm()) > 0 else []
